@@ -1,0 +1,101 @@
+"""Shared fixtures: seeded synthetic phantoms with oblique, anisotropic affines,
+and the paths of real data that tests skip without."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrisr.volume import Volume
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: The 48 signed axis permutations: (permutation of (0, 1, 2), flips (+1/-1) per axis).
+AXIS_ORDERS = [
+    (perm, flips)
+    for perm in itertools.permutations(range(3))
+    for flips in itertools.product((1, -1), repeat=3)
+]
+
+
+def needs_shared_data(sub: str = "") -> Path:
+    """The path under ../shared/data, or skip the test with a reason."""
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared real-data folder), absent here")
+    return path
+
+
+def needs_dcm2niix() -> str:
+    """The dcm2niix executable, or skip the test with a reason."""
+    local = Path(sys.executable).parent / "dcm2niix"  # the PyPI package's binary in the venv
+    exe = str(local) if local.exists() else shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("needs dcm2niix (pip install dcm2niix, or Debian's dcm2niix)")
+    return exe
+
+
+def rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """A random 3x3 rotation with each Euler angle within +-max_deg."""
+    a, b, c = np.deg2rad(rng.uniform(-max_deg, max_deg, 3))
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def phantom_affine(
+    order: int = 0,
+    seed: int = 0,
+    spacing: tuple[float, float, float] = (0.9, 1.2, 3.0),
+    oblique_deg: float = 20.0,
+) -> np.ndarray:
+    """An oblique, anisotropic RAS affine in axis order ``AXIS_ORDERS[order]``.
+
+    Voxel axis ``a`` runs (before the oblique rotation) along world axis
+    ``perm[a]`` with sign ``flips[a]`` and spacing ``spacing[a]`` (mm).
+    """
+    rng = np.random.default_rng(seed)
+    perm, flips = AXIS_ORDERS[order]
+    base = np.zeros((3, 3))
+    for a in range(3):
+        base[perm[a], a] = flips[a] * spacing[a]
+    affine = np.eye(4)
+    affine[:3, :3] = rotation(rng, oblique_deg) @ base
+    affine[:3, 3] = rng.uniform(-120, 120, 3)
+    return affine
+
+
+def phantom(
+    order: int = 0,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (24, 20, 12),
+    spacing: tuple[float, float, float] = (0.9, 1.2, 3.0),
+    dtype: str = "int16",
+    channels: int = 1,
+) -> Volume:
+    """A seeded phantom: an ellipsoid with texture, integer-valued when ``dtype`` is integral."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    inside = (grid**2).sum(0) < 0.8
+    data = np.empty((channels, *shape), dtype=np.float32)
+    for c in range(channels):
+        texture = rng.normal(0, 1, shape)
+        values = inside * (800 + 100 * c) + 150 * texture + 200
+        if np.dtype(dtype).kind in "iu":
+            info = np.iinfo(dtype)
+            values = np.clip(np.round(values), max(info.min, -30000), min(info.max, 30000))
+        data[c] = values
+    meta = {"dtype": dtype, "range": [float(data.min()), float(data.max())]}
+    return Volume(data, phantom_affine(order, seed, spacing), meta)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
