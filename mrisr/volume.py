@@ -12,8 +12,9 @@ Conventions (see DESIGN.md):
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -101,7 +102,7 @@ class Volume:
         """The 8 world corners (mm, RAS) of the field of view, ``(8, 3)``."""
         return world_corners(self.affine, self.shape)
 
-    def replace(self, **changes: Any) -> "Volume":
+    def replace(self, **changes: Any) -> Volume:
         """A copy with some fields changed (``array``, ``affine``, ``meta``)."""
         return replace(self, **changes)
 
@@ -179,7 +180,7 @@ def crop(volume: Volume, start: Sequence[int], stop: Sequence[int]) -> Volume:
     lo = [int(s) for s in start]
     hi = [int(s) for s in stop]
     if len(lo) != 3 or len(hi) != 3 or any(
-        not (0 <= a < b <= n) for a, b, n in zip(lo, hi, shape)
+        not (0 <= a < b <= n) for a, b, n in zip(lo, hi, shape, strict=False)
     ):
         raise InputError(
             f"crop box {lo}..{hi} is empty or outside the volume of shape {list(shape)}",

@@ -1,0 +1,157 @@
+"""The ``mrisr`` command. Each subcommand parses its arguments, then calls the API.
+
+Errors from bad input (:class:`~mrisr.errors.MrisrError`) print one line naming
+the file, the problem and the fix, and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import MrisrError
+from .io import FORMATS, load, save
+from .volume import Volume
+
+__all__ = ["main", "info_summary"]
+
+#: Exit status for bad input or arguments (argparse uses 2 as well).
+EXIT_BAD_INPUT = 2
+#: Exit status for an unexpected internal error (a bug: please report it).
+EXIT_INTERNAL = 1
+
+
+def info_summary(volume: Volume, series: list[dict[str, Any]]) -> dict[str, Any]:
+    """The geometry summary that ``mrisr info --json`` prints.
+
+    Keys: ``format``, ``shape`` (X, Y, Z), ``n_volumes``, ``spacing`` (mm per voxel
+    axis), ``axcodes``, ``affine`` (4x4 RAS), ``corners`` (8 x 3, mm, RAS, outer
+    voxel faces), ``range`` ([min, max]), ``series`` (DICOM series found), plus
+    ``dtype`` and ``series_id`` (the DICOM series read, else null).
+    """
+    return {
+        "format": volume.meta.get("source_format", "unknown"),
+        "shape": list(volume.shape),
+        "n_volumes": volume.n_channels,
+        "spacing": [float(s) for s in volume.spacing],
+        "axcodes": "".join(volume.axcodes),
+        "affine": np.asarray(volume.affine).tolist(),
+        "corners": volume.corners.tolist(),
+        "range": [float(np.min(volume.array)), float(np.max(volume.array))],
+        "dtype": volume.meta.get("dtype"),
+        "series_id": volume.meta.get("series_id"),
+        "series": series,
+    }
+
+
+def _format_info(path: str, summary: dict[str, Any]) -> str:
+    def row(values: Sequence[float]) -> str:
+        return "  ".join(f"{v:10.4f}" for v in values)
+
+    lines = [
+        f"path        {path}",
+        f"format      {summary['format']}"
+        + (f" (series {summary['series_id']})" if summary["series_id"] else ""),
+        "shape       " + " x ".join(str(n) for n in summary["shape"])
+        + (f"  ({summary['n_volumes']} volumes)" if summary["n_volumes"] > 1 else ""),
+        "spacing     " + " x ".join(f"{s:.4f}" for s in summary["spacing"]) + " mm",
+        f"axcodes     {summary['axcodes']}",
+        f"range       {summary['range'][0]:g} .. {summary['range'][1]:g}  (stored as {summary['dtype']})",
+        "affine      (voxel index -> RAS mm)",
+        *(f"            {row(r)}" for r in summary["affine"][:3]),
+        "corners     (field of view, RAS mm)",
+        *(f"            {row(c)}" for c in summary["corners"]),
+    ]
+    if summary["series"]:
+        lines.append(f"series      {len(summary['series'])} found")
+        for s in summary["series"]:
+            lines.append(f"            {s['summary']}")
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    volume = load(args.path, series=args.series)
+    series = [dict(s.as_dict(), summary=s.summary()) for s in volume.meta.get("series_found", [])]
+    summary = info_summary(volume, series)
+    if args.json:
+        print(json.dumps({"path": str(args.path), **summary}, indent=2))
+    else:
+        print(_format_info(str(args.path), summary))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    volume = load(args.input, series=args.series)
+    out = save(volume, args.output, format=args.format, force=args.force)
+    if not args.quiet:
+        print(f"wrote {out} ({args.format or 'by extension'}; shape {' x '.join(map(str, volume.shape))})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mrisr", description="MRI super-resolution with exact geometry."
+    )
+    parser.add_argument("--version", action="version", version=f"mrisr {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="print a scan's geometry summary")
+    info.add_argument("path", type=Path, help="NIfTI, NRRD, MHA file; DICOM file, folder or archive")
+    info.add_argument("--series", help="DICOM series id when the input holds several")
+    info.add_argument("--json", action="store_true", help="print JSON for machines")
+    info.set_defaults(func=_cmd_info)
+
+    convert = sub.add_parser("convert", help="convert between NIfTI, NRRD, MHA and DICOM")
+    convert.add_argument("input", type=Path)
+    convert.add_argument("output", type=Path, help="output file, or folder for --format dicom")
+    convert.add_argument("--format", choices=sorted(FORMATS), help="default: from the extension")
+    convert.add_argument("--series", help="DICOM series id when the input holds several")
+    convert.add_argument("--force", action="store_true", help="replace an existing output")
+    convert.set_defaults(func=_cmd_convert)
+    return parser
+
+
+def _one_line_warnings(quiet: bool) -> None:
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if not quiet:
+            text = " ".join(str(message).split())
+            print(f"mrisr: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mrisr`` command; returns the exit status (0 ok, 2 bad input, 1 bug)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _one_line_warnings(args.quiet)
+        try:
+            return int(args.func(args))
+        except MrisrError as exc:
+            print(f"mrisr: error: {exc.one_line()}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except BrokenPipeError:  # output piped into `head`, say
+            return 0
+        except KeyboardInterrupt:
+            print("mrisr: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # a bug: one line, no traceback, ask for a report
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            print(f"mrisr: internal error: {text} (please report it)", file=sys.stderr)
+            return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

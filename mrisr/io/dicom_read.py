@@ -1,0 +1,226 @@
+"""Read a DICOM series into a :class:`~mrisr.volume.Volume`.
+
+Files -> slice records (:mod:`.dicom_slices`) -> candidates and volumes with one
+exact affine (:mod:`.dicom_series`) -> pixels, rescaled -> ``Volume``.
+Compressed transfer syntaxes are decoded by pydicom's pixel handlers
+(pylibjpeg, openjpeg, RLE plugins are dependencies of mrisr).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ..errors import InputError
+from ..volume import Volume
+from .dicom_series import SeriesInfo, describe, group_candidates, pick, stack_volumes
+from .dicom_slices import DICOMDIR_SOP_CLASS, SliceRecord, read_header, records_from_dataset
+from .intensity import check_finite
+
+__all__ = ["read_dicom", "list_dicom_series", "scan_records"]
+
+#: Keywords dropped from the header kept as a template for writers.
+_TEMPLATE_DROP = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+)
+
+
+def scan_records(
+    files: Sequence[Path], where: Path, strict: bool
+) -> tuple[list[SliceRecord], dict[Path, Dataset]]:
+    """Parse the headers of ``files`` into slice records.
+
+    Args:
+        files: candidate DICOM files.
+        where: what the user named (for messages).
+        strict: raise on an unreadable file (files named one by one); otherwise
+            skip files that are not DICOM (a README in a folder, say).
+
+    Returns:
+        ``(records, datasets)``; datasets keep pixel data deferred until read.
+    """
+    records: list[SliceRecord] = []
+    datasets: dict[Path, Dataset] = {}
+    skipped: list[Path] = []
+    no_pixels: list[Path] = []
+    for path in files:
+        try:
+            ds = read_header(path)
+        except InputError:
+            if strict:
+                raise
+            skipped.append(path)
+            continue
+        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+            continue
+        recs = records_from_dataset(ds, path)
+        if not recs:
+            no_pixels.append(path)
+            continue
+        datasets[path] = ds
+        records.extend(recs)
+    if not records:
+        if no_pixels:
+            raise InputError(
+                f"DICOM without pixel data ({len(no_pixels)} file(s), e.g. {no_pixels[0].name}:"
+                " a report, structure set or presentation state)",
+                where,
+                "point mrisr at the image series itself",
+            )
+        if skipped:
+            raise InputError(
+                f"no readable DICOM file ({len(skipped)} file(s) that are not DICOM, e.g. {skipped[0].name})",
+                where,
+                "point mrisr at a folder of DICOM images",
+            )
+        raise InputError("holds no DICOM files", where, "point mrisr at a folder of DICOM images")
+    return records, datasets
+
+
+def list_dicom_series(files: Sequence[Path], where: Path, strict: bool = False) -> list[SeriesInfo]:
+    """The image series (candidates) found in ``files``."""
+    records, _ = scan_records(files, where, strict)
+    return [describe(c) for c in group_candidates(records)]
+
+
+def read_dicom(
+    files: Sequence[Path], where: Path, series: str | None = None, strict: bool = False
+) -> Volume:
+    """Read one DICOM series from ``files``.
+
+    Args:
+        files: the DICOM files (a folder's content, a list, an extracted archive).
+        where: what the user named, for messages.
+        series: the series id (see ``list_series``) when there are several.
+        strict: every file must be DICOM (True when files were named one by one).
+
+    Returns:
+        ``Volume`` with array ``(C, X, Y, Z)``: X along a row (DICOM columns), Y down
+        the columns (DICOM rows), Z along the slice normal; one channel per volume
+        of a 4D series (echo, time point, diffusion direction).
+    """
+    records, datasets = scan_records(files, where, strict)
+    candidates = group_candidates(records)
+    candidate = pick(candidates, series, where)
+    volumes, keys, affine = stack_volumes(candidate.records, where)
+    first = volumes[0][0]
+    n_z = len(volumes[0])
+    array = np.empty((len(volumes), first.cols, first.rows, n_z), dtype=np.float32)
+    decoded: dict[Path, np.ndarray] = {}
+    for c, volume in enumerate(volumes):
+        for k, rec in enumerate(volume):
+            plane = _plane(rec, datasets[rec.path], decoded, where)
+            array[c, :, :, k] = (plane.T * rec.slope + rec.intercept).astype(np.float32)
+    check_finite(array, where)
+    source_paths = sorted({str(r.path) for v in volumes for r in v})
+    header = datasets[first.path]
+    meta: dict[str, Any] = {
+        "source_format": "dicom",
+        "source_paths": source_paths,
+        "dtype": _value_dtype(volumes, datasets, array),
+        "range": [float(array.min()), float(array.max())],
+        "series_id": candidate.id,
+        "series_uid": first.series_uid,
+        "series_description": first.series_description,
+        "study_uid": str(header.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(header.get("FrameOfReferenceUID", "")),
+        "transfer_syntax": str(header.file_meta.get("TransferSyntaxUID", "")),
+        "dicom_sources": _sources(volumes),
+        "dicom_template": _template(header),
+        "channels": keys,
+        "series_found": [describe(c) for c in candidates],
+    }
+    return Volume(array, affine, meta)
+
+
+def _sources(volumes: Sequence[Sequence[SliceRecord]]) -> list[tuple[str, str]]:
+    seen: dict[tuple[str, str], None] = {}
+    for volume in volumes:
+        for rec in volume:
+            seen.setdefault((rec.sop_class_uid, rec.sop_instance_uid), None)
+    return list(seen)
+
+
+def _template(header: Dataset) -> Dataset:
+    template = Dataset()
+    for elem in header:
+        if elem.keyword in _TEMPLATE_DROP:
+            continue
+        template.add(copy.deepcopy(elem))
+    template.file_meta = copy.deepcopy(header.file_meta)
+    return template
+
+
+def _value_dtype(
+    volumes: Sequence[Sequence[SliceRecord]], datasets: dict[Path, Dataset], array: np.ndarray
+) -> str:
+    """The integer dtype that holds the rescaled values exactly, else float32."""
+    recs = [r for v in volumes for r in v]
+    if any(r.slope != 1.0 or r.intercept != round(r.intercept) for r in recs):
+        return "float32"
+    stored = datasets[recs[0].path]
+    bits = int(stored.get("BitsAllocated", 16))
+    signed = int(stored.get("PixelRepresentation", 0)) == 1
+    lo, hi = float(array.min()), float(array.max())
+    for name in ([f"int{bits}"] if signed else [f"uint{bits}"]) + ["int16", "int32"]:
+        try:
+            info = np.iinfo(name)
+        except ValueError:
+            continue
+        if info.min <= lo and hi <= info.max:
+            return name
+    return "float32"
+
+
+def _plane(
+    rec: SliceRecord, ds: Dataset, decoded: dict[Path, np.ndarray], where: Path
+) -> np.ndarray:
+    """The (rows, cols) pixel array of one record, decoding each file once."""
+    if rec.path not in decoded:
+        decoded[rec.path] = _decode(ds, rec.path)
+    pixels = decoded[rec.path]
+    if rec.frame is not None:
+        if pixels.ndim == 2:
+            pixels = pixels[None]
+        return pixels[rec.frame]
+    if rec.tile is not None:
+        grid = pixels.shape[0] // rec.rows
+        row, col = divmod(rec.tile, grid)
+        return pixels[row * rec.rows : (row + 1) * rec.rows, col * rec.cols : (col + 1) * rec.cols]
+    if pixels.shape != (rec.rows, rec.cols):
+        raise InputError(
+            f"pixel data of shape {pixels.shape} does not match Rows x Columns {rec.rows}x{rec.cols}",
+            rec.path,
+            "re-export the series",
+        )
+    return pixels
+
+
+def _decode(ds: Dataset, path: Path) -> np.ndarray:
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many types for undecodable or short pixel data
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        compressed = syntax is not None and syntax.is_compressed
+        if compressed:
+            raise InputError(
+                f"cannot decode pixel data in transfer syntax {syntax.name} ({reason})",
+                path,
+                "decompress the series first (e.g. `gdcmconv --raw` or `dcmdjpeg`), or install"
+                " the pydicom plugin for this syntax (python-gdcm)",
+            ) from None
+        raise InputError(
+            f"truncated or broken pixel data ({reason})",
+            path,
+            "the file is incomplete; copy or export it again",
+        ) from None

@@ -1,0 +1,348 @@
+"""Slice records -> series candidates -> volumes -> one exact RAS affine.
+
+Rules (DESIGN.md, "DICOM in"):
+- group by SeriesInstanceUID, then orientation and matrix (pixel spacing included);
+- split a candidate into volumes (echo, time, diffusion...) when slices repeat a position;
+- sort by the projection of ImagePositionPatient on the slice normal;
+- spacing from positions (span / (n - 1)), never from SliceThickness;
+- refuse missing or duplicated slices, non-uniform gaps and gantry tilt; accept the
+  jitter of positions rounded to the stored decimals (with a warning).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GeometryError, InputError
+from .dicom_slices import VOLUME_KEYS, SliceRecord
+
+__all__ = ["SeriesCandidate", "SeriesInfo", "group_candidates", "stack_volumes", "LPS_TO_RAS"]
+
+#: DICOM/ITK patient space (LPS) <-> our world space (RAS).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: Direction cosines closer than this (per component) are the same orientation.
+ORIENTATION_ATOL = 1e-3
+#: Floating-point noise (mm) in positions written at full precision.
+POSITION_NOISE_MM = 1e-3
+#: Relative spacing jitter accepted on top of the rounding of the stored positions.
+SPACING_JITTER_REL = 0.02
+
+
+@dataclass
+class SeriesCandidate:
+    """The images of one series that share orientation and matrix.
+
+    ``id`` is the SeriesInstanceUID, with ``#k`` appended when one UID holds
+    several stacks (a three-plane localizer, for example).
+    """
+
+    id: str
+    records: list[SliceRecord]
+
+    @property
+    def first(self) -> SliceRecord:
+        return self.records[0]
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A line of ``list_series``: what a user needs to pick a series."""
+
+    id: str
+    series_uid: str
+    number: int | None
+    description: str
+    n_images: int
+    n_volumes: int | None
+    n_slices: int | None
+    matrix: tuple[int, int]
+    n_files: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        """One line: id, number, description, slice count."""
+        slices = f"{self.n_slices} slices" if self.n_slices else f"{self.n_images} images"
+        if self.n_volumes and self.n_volumes > 1:
+            slices += f" x {self.n_volumes} volumes"
+        number = "?" if self.number is None else self.number
+        return f"{self.id} (#{number} '{self.description}', {slices})"
+
+
+def group_candidates(records: Sequence[SliceRecord]) -> list[SeriesCandidate]:
+    """Group records by SeriesInstanceUID, then orientation, matrix and pixel spacing.
+
+    Candidates are ordered by series number, then UID, then the order of first appearance.
+    """
+    by_uid: dict[str, list[SliceRecord]] = {}
+    for rec in records:
+        by_uid.setdefault(rec.series_uid, []).append(rec)
+    candidates: list[SeriesCandidate] = []
+    for uid, recs in by_uid.items():
+        groups: list[list[SliceRecord]] = []
+        for rec in recs:
+            for group in groups:
+                ref = group[0]
+                if (
+                    (rec.rows, rec.cols) == (ref.rows, ref.cols)
+                    and np.allclose(rec.pixel_spacing, ref.pixel_spacing, rtol=1e-4, atol=1e-5)
+                    and np.allclose(rec.row_cosine, ref.row_cosine, atol=ORIENTATION_ATOL)
+                    and np.allclose(rec.col_cosine, ref.col_cosine, atol=ORIENTATION_ATOL)
+                ):
+                    group.append(rec)
+                    break
+            else:
+                groups.append([rec])
+        for k, group in enumerate(groups):
+            cid = uid if len(groups) == 1 else f"{uid}#{k + 1}"
+            candidates.append(SeriesCandidate(cid, group))
+    candidates.sort(key=lambda c: (c.first.series_number is None, c.first.series_number or 0, c.id))
+    return candidates
+
+
+def describe(candidate: SeriesCandidate) -> SeriesInfo:
+    """The :class:`SeriesInfo` of a candidate (volume split attempted, never raises)."""
+    try:
+        volumes, _ = split_volumes(candidate.records, Path("."))
+        n_volumes, n_slices = len(volumes), len(volumes[0])
+    except GeometryError:
+        n_volumes = n_slices = None
+    first = candidate.first
+    return SeriesInfo(
+        id=candidate.id,
+        series_uid=first.series_uid,
+        number=first.series_number,
+        description=first.series_description,
+        n_images=len(candidate.records),
+        n_volumes=n_volumes,
+        n_slices=n_slices,
+        matrix=(first.rows, first.cols),
+        n_files=len({r.path for r in candidate.records}),
+    )
+
+
+def _projection(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarray:
+    return np.array([float(r.position @ normal) for r in records])
+
+
+def _position_tolerance(records: Sequence[SliceRecord]) -> float:
+    """How far (mm) two stored positions may differ by rounding alone."""
+    quantum = max((r.position_quantum for r in records), default=0.0)
+    return POSITION_NOISE_MM + np.sqrt(3.0) * quantum
+
+
+def _valid_split(
+    groups: list[list[SliceRecord]], normal: np.ndarray, tol: float
+) -> bool:
+    """Each group has distinct positions, and all groups the same set of positions."""
+    ref = None
+    for group in groups:
+        d = np.sort(_projection(group, normal))
+        if len(d) > 1 and np.min(np.diff(d)) <= tol:
+            return False
+        if ref is None:
+            ref = d
+        elif len(d) != len(ref) or np.max(np.abs(d - ref)) > tol:
+            return False
+    return True
+
+
+def split_volumes(
+    records: Sequence[SliceRecord], where: Path
+) -> tuple[list[list[SliceRecord]], list[dict[str, Any]]]:
+    """Split a candidate into volumes of one slice per position each.
+
+    Slices that repeat a position belong to different volumes; the tags that tell
+    them apart are found by trying the smallest set of :data:`VOLUME_KEYS` that
+    gives volumes with identical slice positions.
+
+    Returns:
+        ``(volumes, keys)``: records per volume (unsorted), and each volume's keys.
+
+    Raises:
+        GeometryError: duplicated slices, or volumes with different slice positions.
+    """
+    normal = records[0].normal
+    tol = _position_tolerance(records)
+    d = _projection(records, normal)
+    order = np.argsort(d, kind="stable")
+    close = np.diff(d[order]) <= tol
+    if not np.any(close):
+        return [list(records)], [{}]
+    varying = [
+        k for k in VOLUME_KEYS if len({repr(r.keys.get(k)) for r in records}) > 1
+    ]
+    for size in range(1, len(varying) + 1):
+        for subset in itertools.combinations(varying, size):
+            buckets: dict[tuple[str, ...], list[SliceRecord]] = {}
+            for rec in records:
+                buckets.setdefault(tuple(repr(rec.keys.get(k)) for k in subset), []).append(rec)
+            groups = list(buckets.values())
+            if _valid_split(groups, normal, tol):
+                keys = [{k: g[0].keys.get(k) for k in subset} for g in groups]
+                ranked = sorted(range(len(groups)), key=lambda i: _sort_key(keys[i]))
+                return [groups[i] for i in ranked], [keys[i] for i in ranked]
+    i = int(np.argmax(close))
+    a, b = records[order[i]], records[order[i + 1]]
+    same = a.sop_instance_uid == b.sop_instance_uid and a.frame == b.frame and a.tile == b.tile
+    problem = (
+        f"duplicated slice: {a.label} and {b.label} are the same image (SOPInstanceUID {a.sop_instance_uid})"
+        if same
+        else f"duplicated slice: {a.label} and {b.label} lie at the same position"
+        f" ({d[order[i]]:.3f} mm along the normal) and no echo, time or diffusion tag tells them apart"
+    )
+    raise GeometryError(problem, where, "remove the duplicate file(s) from the input")
+
+
+def _sort_key(keys: dict[str, Any]) -> tuple:
+    return tuple((v is None, repr(v) if not isinstance(v, (int, float)) else f"{v:020.6f}") for v in keys.values())
+
+
+def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[SliceRecord], np.ndarray]:
+    """Sort one volume's slices along the normal and compute its RAS affine.
+
+    The affine's columns are ``row_cosine * column spacing``, ``col_cosine * row
+    spacing`` and ``normal * slice spacing`` (LPS), its origin the position of the
+    first slice along the normal; then LPS -> RAS. Slice spacing is the span of the
+    projections on the normal divided by ``n - 1``.
+
+    Raises:
+        GeometryError: missing slices, non-uniform spacing or gantry tilt.
+    """
+    first = slices[0]
+    normal = first.normal
+    d = _projection(slices, normal)
+    order = np.argsort(d, kind="stable")
+    ordered = [slices[i] for i in order]
+    d = d[order]
+    n = len(ordered)
+    tol = _position_tolerance(ordered)
+    if n == 1:
+        step = first.slice_thickness or first.spacing_between_slices
+        if not step or step <= 0:
+            warnings.warn(
+                f"{where}: single slice without SliceThickness; assuming 1 mm through-plane",
+                stacklevel=3,
+            )
+            step = 1.0
+    else:
+        step = (d[-1] - d[0]) / (n - 1)
+        _check_spacing(ordered, d, step, tol, where)
+        _check_tilt(ordered, normal, tol, where)
+    row_spacing, col_spacing = first.pixel_spacing
+    lps = np.eye(4)
+    lps[:3, 0] = first.row_cosine * col_spacing
+    lps[:3, 1] = first.col_cosine * row_spacing
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = ordered[0].position
+    return ordered, LPS_TO_RAS @ lps
+
+
+def _check_spacing(
+    ordered: Sequence[SliceRecord], d: np.ndarray, step: float, tol: float, where: Path
+) -> None:
+    gaps = np.diff(d)
+    allowed = max(tol, SPACING_JITTER_REL * step)
+    deviation = np.abs(gaps - step)
+    if np.all(deviation <= allowed):
+        if np.max(deviation) > POSITION_NOISE_MM:
+            warnings.warn(
+                f"{where}: slice spacing jitters by up to {np.max(deviation):.3f} mm"
+                f" ({100 * np.max(deviation) / step:.1f}%), as with positions rounded to"
+                f" the stored decimals; using span / (n - 1) = {step:.4f} mm",
+                stacklevel=4,
+            )
+        return
+    typical = float(np.median(gaps))
+    ratio = gaps / typical
+    bad = int(np.argmax(deviation))
+    a, b = ordered[bad].label, ordered[bad + 1].label
+    near_int = np.abs(ratio - np.round(ratio)) <= max(allowed / typical, 0.05)
+    if near_int[bad] and round(ratio[bad]) >= 2:
+        missing = int(round(ratio[bad])) - 1
+        raise GeometryError(
+            f"missing slice: {missing} slice(s) missing between {a} and {b}"
+            f" (gap {gaps[bad]:.3f} mm, usual spacing {typical:.3f} mm)",
+            where,
+            "export the complete series; every slice must be present",
+        )
+    raise GeometryError(
+        f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm"
+        f" (between {a} and {b})",
+        where,
+        "resample the series to uniform spacing first (e.g. with dcm2niix or 3D Slicer)",
+    )
+
+
+def _check_tilt(ordered: Sequence[SliceRecord], normal: np.ndarray, tol: float, where: Path) -> None:
+    span = ordered[-1].position - ordered[0].position
+    off_axis = span - (span @ normal) * normal
+    if np.linalg.norm(off_axis) > max(tol, 0.01):
+        angle = np.degrees(np.arctan2(np.linalg.norm(off_axis), abs(span @ normal)))
+        raise GeometryError(
+            f"gantry tilt or sheared stack: slice positions drift {np.linalg.norm(off_axis):.3f} mm"
+            f" ({angle:.2f} deg) off the slice normal",
+            where,
+            "correct the tilt first (dcm2niix does so by default), then load its NIfTI",
+        )
+
+
+def stack_volumes(
+    records: Sequence[SliceRecord], where: Path
+) -> tuple[list[list[SliceRecord]], list[dict[str, Any]], np.ndarray]:
+    """Volumes of one candidate, each sorted along the normal, and their common RAS affine."""
+    volumes, keys = split_volumes(records, where)
+    sizes = {len(v) for v in volumes}
+    if len(sizes) > 1:
+        raise GeometryError(
+            f"volumes hold different slice counts {sorted(sizes)}: a slice is missing",
+            where,
+            "export the complete series",
+        )
+    ordered, affine = [], None
+    for volume in volumes:
+        sorted_slices, vol_affine = stack_geometry(volume, where)
+        if affine is None:
+            affine = vol_affine
+        elif not np.allclose(vol_affine, affine, atol=_position_tolerance(volume)):
+            raise GeometryError(
+                "volumes of the series do not share one geometry", where, "load each volume alone"
+            )
+        ordered.append(sorted_slices)
+    assert affine is not None
+    return ordered, keys, affine
+
+
+def pick(candidates: Sequence[SeriesCandidate], series: str | None, where: Path) -> SeriesCandidate:
+    """The candidate named by ``series`` (an id or a SeriesInstanceUID), or the only one."""
+    if not candidates:
+        raise InputError("holds no DICOM image series", where, "point mrisr at a folder of DICOM images")
+    if series is None:
+        if len(candidates) == 1:
+            return candidates[0]
+        listing = "; ".join(describe(c).summary() for c in candidates)
+        raise InputError(
+            f"holds {len(candidates)} series: {listing}",
+            where,
+            "pick one with --series UID (series=UID in Python)",
+        )
+    matches = [c for c in candidates if series in (c.id, c.first.series_uid)]
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(c.id for c in candidates)
+    if not matches:
+        raise InputError(f"no series {series!r}; it holds {listing}", where, "pick one of those ids")
+    raise InputError(
+        f"series {series!r} holds {len(matches)} stacks: {', '.join(c.id for c in matches)}",
+        where,
+        "pick one of those ids",
+    )
