@@ -1,0 +1,186 @@
+"""NRRD (``.nrrd``/``.nhdr``) and MetaImage (``.mha``/``.mhd``) through SimpleITK.
+
+ITK is LPS: its (origin, direction, spacing) are converted to and from our RAS
+affine with ``diag(-1, -1, 1, 1)`` here and nowhere else. ITK's index order
+(x fastest) is our voxel order ``(X, Y, Z)``; ``sitk.GetArrayFromImage`` returns
+``(Z, Y, X[, C])``, hence the transposes. Multi-component (vector) pixels are
+channels; 2D images become ``(C, X, Y, 1)`` with 1 mm along the singleton axis.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import GeometryError, InputError, OutputError
+from ..volume import Volume
+from .intensity import check_finite, intensity_meta, storage_dtype, to_numpy
+
+__all__ = ["read_itk", "write_itk", "LPS_TO_RAS"]
+
+#: Flips x and y: LPS <-> RAS (its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# suffix -> (meta source_format, SimpleITK ImageIO); .nhdr/.mhd keep data in a second file.
+_READ = {
+    ".nrrd": ("nrrd", "NrrdImageIO"),
+    ".nhdr": ("nrrd", "NrrdImageIO"),
+    ".mha": ("mha", "MetaImageIO"),
+    ".mhd": ("mha", "MetaImageIO"),
+}
+# Only single-file formats: a detached header would name the temporary data file
+# of an atomic write.
+_LABEL = {"nrrd": "NRRD", "mha": "MetaImage"}
+_WRITE = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
+
+
+def _reason(exc: RuntimeError) -> str:
+    """SimpleITK's message without ITK's source file, line and object address."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^.*?ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "", text)
+    return text[-200:]
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _geometry_to_affine(image: sitk.Image) -> np.ndarray:
+    """The RAS voxel -> mm affine of a 2D or 3D SimpleITK image."""
+    dim = image.GetDimension()
+    direction = np.eye(3)
+    direction[:dim, :dim] = np.array(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    spacing = np.ones(3)
+    spacing[:dim] = image.GetSpacing()
+    origin = np.zeros(3)
+    origin[:dim] = image.GetOrigin()
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing  # columns: index axis -> LPS mm
+    lps[:3, 3] = origin
+    return LPS_TO_RAS @ lps
+
+
+def _kind(path: Path) -> tuple[str, str]:
+    """(source_format, SimpleITK ImageIO) of a file: by its magic, else by its suffix."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if head.startswith(b"NRRD"):
+        return _READ[".nrrd"]
+    if _suffix(path) in _READ:
+        return _READ[_suffix(path)]
+    if b"ObjectType" in head or b"NDims" in head:
+        return _READ[".mha"]
+    raise InputError(
+        f"not an NRRD or MetaImage file (suffix {path.suffix!r}, no NRRD or MetaImage header)",
+        path,
+        fix="give a .nrrd, .nhdr, .mha or .mhd file",
+    )
+
+
+def read_itk(path: str | Path) -> Volume:
+    """Read an NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``, ``.mhd``) image.
+
+    The format is recognised by the NRRD magic, else by the suffix (a MetaImage
+    header has no magic).
+
+    Returns:
+        A Volume: float32 ``(C, X, Y, Z)``, affine voxel -> RAS mm, meta
+        ``source_format`` (``"nrrd"`` or ``"mha"``), ``source_paths``, ``dtype``
+        (on-disk component type), ``range``.
+
+    Raises:
+        InputError: missing, truncated or corrupt file, a 4D+ or complex image,
+            NaN or infinite voxels.
+        GeometryError: a singular geometry (zero spacing).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path, fix="check the path")
+    source_format, image_io = _kind(path)
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(image_io)
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(
+            f"truncated or corrupt {_LABEL[source_format]}: {_reason(exc)}",
+            path,
+            fix="re-export or re-download the file",
+        ) from exc
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise InputError(
+            f"{dim}D images are not supported (size {list(image.GetSize())})",
+            path,
+            fix="split it into 3D files, or store the extra axis as vector components",
+        )
+    values = sitk.GetArrayViewFromImage(image)  # (Z, Y, X[, C]) or (Y, X[, C])
+    if values.dtype.kind not in "biuf":
+        raise InputError(
+            f"unsupported pixel type {image.GetPixelIDTypeAsString()}",
+            path,
+            fix="convert it to a real-valued scalar or vector image",
+        )
+    if image.GetNumberOfComponentsPerPixel() == 1:
+        values = values[..., None]
+    if dim == 2:
+        values = values[None]
+    array = np.ascontiguousarray(np.transpose(values, (3, 2, 1, 0)), dtype=np.float32)
+    check_finite(array, path)
+    meta = {
+        "source_format": source_format,
+        "source_paths": [str(path)],
+        **intensity_meta(array, values.dtype),
+    }
+    try:
+        return Volume(array, _geometry_to_affine(image), meta)
+    except GeometryError as exc:
+        raise GeometryError(exc.problem, path, fix="fix the header's spacing/directions") from exc
+
+
+def write_itk(volume: Volume, path: str | Path) -> None:
+    """Write ``volume`` as NRRD (``.nrrd``, gzip) or MetaImage (``.mha``, zlib).
+
+    The format follows the suffix. One channel gives a scalar image, ``C``
+    channels a ``C``-component vector image. NRRD is written as 3D Slicer writes
+    it: ``space: left-posterior-superior``, ``space directions`` and
+    ``space origin`` in LPS mm. The dtype is
+    :func:`~mrisr.io.intensity.storage_dtype`'s. The file is written in place:
+    use :func:`~mrisr.io.atomic.atomic_output` around it for safe replacement.
+    """
+    path = Path(path)
+    if _suffix(path) not in _WRITE:
+        raise OutputError(
+            f"cannot write {path.suffix!r} with the NRRD/MetaImage writer",
+            path,
+            fix="use a single-file format: .nrrd or .mha",
+        )
+    array = to_numpy(volume.array)
+    dtype = storage_dtype(array, volume.meta)
+    values = np.transpose(array, (3, 2, 1, 0))  # (Z, Y, X, C)
+    values = np.rint(values).astype(dtype) if dtype.kind in "iu" else values.astype(dtype)
+    if values.shape[-1] == 1:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(values[..., 0]))
+    else:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(values), isVector=True)
+    lps = LPS_TO_RAS @ np.asarray(volume.affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO(_WRITE[_suffix(path)])
+    writer.SetFileName(str(path))
+    writer.SetUseCompression(True)
+    try:
+        writer.Execute(image)
+    except RuntimeError as exc:
+        raise OutputError(
+            f"cannot write image: {_reason(exc)}",
+            path,
+            fix="check the folder exists, is writable and has space",
+        ) from exc
