@@ -30,8 +30,9 @@ __all__ = ["load", "save", "list_series", "detect_format", "SeriesInfo", "FORMAT
 
 PathArg = str | PathLike[str]
 
-#: Output formats and the extensions that select them.
-FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd", ".nhdr"), "mha": (".mha", ".mhd"), "dicom": ()}
+#: Output formats and the extensions that select them. Detached-header formats
+#: (.nhdr, .mhd) are read but not written: their two files cannot be renamed atomically.
+FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",), "dicom": ()}
 
 _PICTURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF"}
 
