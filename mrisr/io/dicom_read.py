@@ -9,6 +9,7 @@ Compressed transfer syntaxes are decoded by pydicom's pixel handlers
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,23 @@ def scan_records(
 
 def list_dicom_series(files: Sequence[Path], where: Path, strict: bool = False) -> list[SeriesInfo]:
     """The image series (candidates) found in ``files``."""
-    records, _ = scan_records(files, where, strict)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+        records, _ = scan_records(files, where, strict)
     return [describe(c) for c in group_candidates(records)]
 
 
 def read_dicom(
+    files: Sequence[Path], where: Path, series: str | None = None, strict: bool = False
+) -> Volume:
+    """Read one DICOM series (see :func:`_read_dicom`), silencing pydicom's warnings about
+    over-long or malformed values, which real scanners write and which change nothing here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+        return _read_dicom(files, where, series, strict)
+
+
+def _read_dicom(
     files: Sequence[Path], where: Path, series: str | None = None, strict: bool = False
 ) -> Volume:
     """Read one DICOM series from ``files``.

@@ -318,7 +318,8 @@ def _series_dataset(volume: Volume, now: dt.datetime) -> Dataset:
         ds.SeriesDescription = "mrisr derived"
     else:
         _copy_template(template, ds)
-        image_type += [str(v) for v in list(template.get("ImageType", []))[2:4]]
+        # The source's 3rd/4th values (e.g. M\ND); never MOSAIC: a derived slice is one plane.
+        image_type += [str(v) for v in list(template.get("ImageType", []))[2:4] if str(v).upper() != "MOSAIC"]
         ds.SeriesNumber = int(template.get("SeriesNumber") or 1) + 1000
         described = str(template.get("SeriesDescription", "") or "").strip()
         ds.SeriesDescription = (f"{described} mrisr" if described else "mrisr derived")[-64:]
