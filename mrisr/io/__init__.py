@@ -102,6 +102,8 @@ def detect_format(path: Path) -> str:
         return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
     if is_archive(path):
         return "archive"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise InputError("broken zip archive (truncated or damaged)", path, "download or re-create the archive")
     suffix = "".join(path.suffixes[-2:]) or "(no extension)"
     raise InputError(
         f"unrecognised content for a {suffix} file: not NIfTI, DICOM, NRRD, MetaImage or an archive",

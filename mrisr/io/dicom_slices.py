@@ -408,6 +408,13 @@ def records_from_dataset(ds: Dataset, path: Path) -> list[SliceRecord]:
         InputError: an image without the geometry mrisr needs, or a colour image.
     """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if "Rows" in ds or "ImagePositionPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+            # pydicom stops quietly at the end of a cut file: an image header without pixels.
+            raise InputError(
+                "truncated: image header without pixel data",
+                path,
+                "the file is incomplete; copy or export it again",
+            )
         return []
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise InputError(
