@@ -22,11 +22,9 @@ import numpy as np
 
 from ..errors import GeometryError, InputError
 from .dicom_slices import VOLUME_KEYS, SliceRecord
+from .lps import flip_lps_ras
 
-__all__ = ["SeriesCandidate", "SeriesInfo", "group_candidates", "stack_volumes", "LPS_TO_RAS"]
-
-#: DICOM/ITK patient space (LPS) <-> our world space (RAS).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+__all__ = ["SeriesCandidate", "SeriesInfo", "group_candidates", "stack_volumes"]
 
 #: Direction cosines closer than this (per component) are the same orientation.
 ORIENTATION_ATOL = 1e-3
@@ -244,7 +242,7 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
     lps[:3, 1] = first.col_cosine * row_spacing
     lps[:3, 2] = normal * step
     lps[:3, 3] = ordered[0].position
-    return ordered, LPS_TO_RAS @ lps
+    return ordered, flip_lps_ras(lps)
 
 
 def _check_spacing(

@@ -34,11 +34,11 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import GEOMETRY_ATOL_MM, Volume, world_corners
+from .lps import flip_lps_ras
 
 __all__ = [
     "SliceGeometry",
     "IntensityMapping",
-    "lps_affine",
     "dicom_geometry",
     "intensity_mapping",
     "to_stored",
@@ -46,7 +46,6 @@ __all__ = [
     "write_dicom_series",
 ]
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DEFAULT_DERIVATION = "mrisr super-resolution / conversion"
 
 #: Copied from ``meta["dicom_template"]``: patient, study, frame of reference,
@@ -72,10 +71,6 @@ TEMPLATE_KEYWORDS = (
     "SequenceName", "ReceiveCoilName", "TransmitCoilName", "ContrastBolusAgent",
 )  # fmt: skip
 
-
-def lps_affine(affine: np.ndarray) -> np.ndarray:
-    """The 4x4 voxel -> world (mm) affine in DICOM's LPS from mrisr's RAS affine."""
-    return RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,7 @@ def dicom_geometry(affine: np.ndarray, shape: Sequence[int]) -> SliceGeometry:
         GeometryError: the affine is sheared beyond that tolerance.
     """
     shape = [int(n) for n in shape[-3:]]
-    lps = lps_affine(affine)
+    lps = flip_lps_ras(affine)
     cols = lps[:3, :3]
     spacing = np.linalg.norm(cols, axis=0)
     row = cols[:, 0] / spacing[0]

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["to_numpy", "storage_dtype", "check_finite", "intensity_meta"]
+__all__ = ["to_numpy", "storage_dtype", "cast_for_storage", "check_finite", "intensity_meta"]
 
 
 def to_numpy(array: Any) -> np.ndarray:
@@ -53,6 +53,12 @@ def storage_dtype(array: Any, meta: Mapping[str, Any]) -> np.dtype:
     if lo < info.min or hi > info.max:
         return np.dtype(np.float32)
     return dtype
+
+
+def cast_for_storage(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in ``dtype`` (from :func:`storage_dtype`): rounded to the nearest
+    integer for integer dtypes (float32 holds them exactly), else a plain cast."""
+    return np.rint(values).astype(dtype) if dtype.kind in "iu" else values.astype(dtype)
 
 
 def check_finite(array: Any, path: str | os.PathLike[str]) -> None:

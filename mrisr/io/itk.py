@@ -17,12 +17,12 @@ import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import Volume
-from .intensity import check_finite, intensity_meta, storage_dtype, to_numpy
+from .intensity import cast_for_storage, check_finite, intensity_meta, storage_dtype, to_numpy
+from .lps import flip_lps_ras
 
-__all__ = ["read_itk", "write_itk", "LPS_TO_RAS"]
+__all__ = ["read_itk", "write_itk"]
 
 #: Flips x and y: LPS <-> RAS (its own inverse).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 # suffix -> (meta source_format, SimpleITK ImageIO); .nhdr/.mhd keep data in a second file.
 _READ = {
@@ -60,7 +60,7 @@ def _geometry_to_affine(image: sitk.Image) -> np.ndarray:
     lps = np.eye(4)
     lps[:3, :3] = direction * spacing  # columns: index axis -> LPS mm
     lps[:3, 3] = origin
-    return LPS_TO_RAS @ lps
+    return flip_lps_ras(lps)
 
 
 def _kind(path: Path) -> tuple[str, str]:
@@ -162,12 +162,12 @@ def write_itk(volume: Volume, path: str | Path) -> None:
     array = to_numpy(volume.array)
     dtype = storage_dtype(array, volume.meta)
     values = np.transpose(array, (3, 2, 1, 0))  # (Z, Y, X, C)
-    values = np.rint(values).astype(dtype) if dtype.kind in "iu" else values.astype(dtype)
+    values = cast_for_storage(values, dtype)
     if values.shape[-1] == 1:
         image = sitk.GetImageFromArray(np.ascontiguousarray(values[..., 0]))
     else:
         image = sitk.GetImageFromArray(np.ascontiguousarray(values), isVector=True)
-    lps = LPS_TO_RAS @ np.asarray(volume.affine, dtype=np.float64)
+    lps = flip_lps_ras(volume.affine)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())

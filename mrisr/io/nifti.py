@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import Volume, world_corners
-from .intensity import check_finite, intensity_meta, storage_dtype, to_numpy
+from .intensity import cast_for_storage, check_finite, intensity_meta, storage_dtype, to_numpy
 
 __all__ = ["read_nifti", "write_nifti"]
 
@@ -169,7 +169,7 @@ def write_nifti(volume: Volume, path: str | Path) -> None:
     array = to_numpy(volume.array)
     dtype = storage_dtype(array, volume.meta)
     data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, 3)
-    data = np.rint(data).astype(dtype) if dtype.kind in "iu" else data.astype(dtype)
+    data = cast_for_storage(data, dtype)
     affine = np.array(volume.affine, dtype=np.float64)
     image_class = nib.Nifti2Image if max(data.shape) > 32767 else nib.Nifti1Image
     img = image_class(data, affine)
