@@ -1,0 +1,383 @@
+"""DICOM reader on generated series: the FOV corners of ``mrisr info --json`` agree with the
+geometry computed straight from the tags, with SimpleITK and with dcm2niix; rounded positions
+are accepted with a warning; missing, duplicated, unevenly spaced and tilted slices are refused;
+several series are listed and picked; archives are read safely.
+
+Real scanner files and the MR files shipped in pydicom, pydicom-data and nibabel: test_dicom_real.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import AXIS_ORDERS, needs_dcm2niix, phantom_affine
+from dicom_factory import (
+    LPS_TO_RAS,
+    corner_distance,
+    dcm2niix_images,
+    sitk_series,
+    tag_corners,
+    write_series,
+)
+from pydicom.uid import generate_uid
+
+from mrisr import cli
+from mrisr.errors import GeometryError, InputError, MrisrError
+from mrisr.io import list_series, load
+from mrisr.volume import Volume, canonical, world_corners
+
+#: Small matrix (columns, rows, slices) for the 48 orientations: the whole file runs in seconds.
+SHAPE = (16, 12, 8)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_itk():
+    """ITK prints its own warnings (non-uniform sampling) on stderr; the tests check geometry instead."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    yield
+    sitk.ProcessObject_SetGlobalWarningDisplay(True)
+
+
+def info_json(capsys: pytest.CaptureFixture, path: Path, *extra: str) -> dict:
+    """``mrisr info PATH --json`` through the CLI entry point, parsed."""
+    capsys.readouterr()
+    status = cli.main(["info", str(path), "--json", *extra])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    return json.loads(out.out)
+
+
+@contextmanager
+def refused(error: type[MrisrError], pattern: str) -> Iterator[pytest.ExceptionInfo]:
+    """``pytest.raises`` whose ``pattern`` must be in the error's problem (not merely in the path
+    it names: pytest's folder names hold the test names, 'tilt' among them), in one line."""
+    with pytest.raises(error) as err:
+        yield err
+    assert re.search(pattern, err.value.problem), err.value.one_line()
+    assert "\n" not in str(err.value)
+
+
+def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Distinct-looking int16 values, so that any axis mix-up shows."""
+    return np.random.default_rng(seed).integers(-1000, 3000, shape).astype(np.int16)
+
+
+def assert_same_voxels(a_array: np.ndarray, a_affine: np.ndarray, b_array: np.ndarray, b_affine: np.ndarray,
+                       atol_mm: float = 1e-3) -> None:
+    """Same grid and voxels after reorienting both to the closest canonical order (no interpolation)."""
+    a = canonical(Volume(np.asarray(a_array, np.float32)[None], a_affine))
+    b = canonical(Volume(np.asarray(b_array, np.float32)[None], b_affine))
+    np.testing.assert_allclose(a.affine, b.affine, atol=atol_mm)
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def reversed_z(affine: np.ndarray, n_z: int) -> np.ndarray:
+    """The affine of the same grid with its slice index reversed (k -> n - 1 - k)."""
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1.0, n_z - 1
+    return affine @ flip
+
+
+# --- 1. every orientation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", range(len(AXIS_ORDERS)), ids=lambda o: f"order{o}")
+def test_generated_series_every_orientation(order: int, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Oblique (up to 20 deg), anisotropic (0.9 x 1.2 x 3 mm) series in all 48 signed axis orders."""
+    affine = phantom_affine(order, seed=order)
+    data = seeded_data(SHAPE, order)
+    folder = tmp_path / "series"
+    files = write_series(folder, data, affine)
+
+    info = info_json(capsys, folder)
+    corners = np.array(info["corners"])
+    assert info["format"] == "dicom" and info["n_volumes"] == 1
+    assert sorted(info["shape"]) == sorted(SHAPE)
+    # Positions and cosines are stored with 10 significant digits: agreement is ~1e-6 mm.
+    assert corner_distance(corners, tag_corners(files)) < 1e-5
+    assert corner_distance(corners, world_corners(affine, SHAPE)) < 1e-3
+
+    # Voxels: array[0] is (column, row, slice) as written; the slice axis runs along the normal
+    # row x col, so it is reversed exactly when the written slice step points against it.
+    volume = load(folder)
+    against_normal = np.linalg.det((LPS_TO_RAS @ affine)[:3, :3]) < 0
+    assert (volume.affine[:3, 2] @ affine[:3, 2] < 0) == against_normal
+    expected_affine = reversed_z(affine, SHAPE[2]) if against_normal else affine
+    np.testing.assert_allclose(volume.affine, expected_affine, atol=1e-5)
+    np.testing.assert_array_equal(volume.array[0], data[:, :, ::-1] if against_normal else data)
+    np.testing.assert_allclose(info["affine"], volume.affine, atol=1e-9)
+
+    # SimpleITK (GDCM sorting, spacing from the span): exact on full-precision positions.
+    itk_array, itk_affine = sitk_series(folder)
+    assert corner_distance(corners, world_corners(itk_affine, itk_array.shape)) < 1e-3
+    assert_same_voxels(volume.array[0], volume.affine, itk_array, itk_affine)
+
+    # dcm2niix (float32 affine) on every 6th order: one per permutation/flip family.
+    if order % 6 == 0:
+        images = dcm2niix_images(needs_dcm2niix(), folder, tmp_path / "dcm2niix")
+        assert len(images) == 1
+        nii = images[0]
+        assert corner_distance(corners, world_corners(nii.affine, nii.shape)) < 1e-3
+        assert_same_voxels(volume.array[0], volume.affine, np.asarray(nii.dataobj), nii.affine)
+
+
+# --- 4D series: time points and echoes ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [
+        ({"TemporalPositionIdentifier": 1}, {"TemporalPositionIdentifier": 2}),
+        ({"EchoNumbers": 1, "EchoTime": "10"}, {"EchoNumbers": 2, "EchoTime": "25"}),
+    ],
+    ids=["time", "echo"],
+)
+def test_generated_4d_series(extras: tuple[dict, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The same slice positions written twice in one series -> two volumes, in tag order."""
+    affine = phantom_affine(5, seed=11)
+    data = seeded_data(SHAPE, 11)
+    uids = {"series_uid": generate_uid(), "study_uid": generate_uid(), "frame_uid": generate_uid()}
+    # Second volume first on disk, so that order comes from the tags, not from file names.
+    second = write_series(tmp_path / "s", data + 1000, affine, extra=extras[1], name_prefix="A",
+                          first_instance=SHAPE[2] + 1, **uids)
+    first = write_series(tmp_path / "s", data, affine, extra=extras[0], name_prefix="B", **uids)
+
+    info = info_json(capsys, tmp_path / "s")
+    assert info["n_volumes"] == 2
+    assert corner_distance(info["corners"], tag_corners(first)) < 1e-5
+    assert corner_distance(info["corners"], tag_corners(second)) < 1e-5
+    [series] = info["series"]
+    assert (series["n_slices"], series["n_volumes"], series["n_images"]) == (SHAPE[2], 2, 2 * SHAPE[2])
+
+    volume = load(tmp_path / "s")
+    against_normal = volume.affine[:3, 2] @ affine[:3, 2] < 0
+    expected = data[:, :, ::-1] if against_normal else data
+    np.testing.assert_array_equal(volume.array[0], expected)
+    np.testing.assert_array_equal(volume.array[1], expected + 1000)
+
+
+# --- 2. positions rounded to 0.1 mm -------------------------------------------------
+
+
+@pytest.mark.parametrize("slice_mm", [1.0, 5.0])
+def test_rounded_positions_jitter(slice_mm: float, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Positions stored as '12.3' (as scanners do) on an oblique series: the gaps along the normal
+    jitter by up to ~0.17 mm (10% of 1 mm slices, 2-3% of 5 mm); accepted with a warning, and
+    the spacing is span / (n - 1)."""
+    n = 20
+    affine = phantom_affine(3, seed=0, spacing=(0.9, 0.9, slice_mm))
+    data = seeded_data((16, 16, n), 3)
+    files = write_series(tmp_path / "s", data, affine, position_decimals=1)
+
+    with pytest.warns(UserWarning, match="jitter"):
+        volume = load(tmp_path / "s")
+    info = info_json(capsys, tmp_path / "s")
+
+    # The reference straight from the rounded tags.
+    sets = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    iop = np.array([float(v) for v in sets[0].ImageOrientationPatient])
+    normal = np.cross(iop[:3], iop[3:])
+    normal /= np.linalg.norm(normal)
+    ipp = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in sets])
+    d = np.sort(ipp @ normal)
+    span_step = (d[-1] - d[0]) / (n - 1)
+    gaps = np.diff(d)
+    assert np.ptp(gaps) > 0.01, "the rounding must make the gaps jitter, else this test tests nothing"
+    assert volume.spacing[2] == pytest.approx(span_step, abs=1e-9)
+    assert info["spacing"][2] == pytest.approx(span_step, abs=1e-9)
+    assert corner_distance(info["corners"], tag_corners(files)) < 1e-6
+    # The true grid is recovered to within the rounding of the stored positions.
+    assert corner_distance(info["corners"], world_corners(affine, data.shape)) < 0.1
+
+    # SimpleITK is the reference here: ImageSeriesReader also takes the spacing from the span
+    # (|last - first| / (n - 1), it only warns on non-uniform gaps), so it agrees to within the
+    # in-plane part of the rounding (|in-plane error|^2 / span, ~1e-4 mm).
+    itk_array, itk_affine = sitk_series(tmp_path / "s")
+    assert corner_distance(info["corners"], world_corners(itk_affine, itk_array.shape)) < 1e-3
+    assert_same_voxels(volume.array[0], volume.affine, itk_array, itk_affine)
+
+    # dcm2niix is NOT the reference on rounded data: it takes the slice spacing from the first
+    # two slices, |IPP_2 - IPP_1|, which carries the full rounding error of one gap (up to
+    # ~0.17 mm here); over n slices the far face of its FOV moves by (n - 0.5) times that error:
+    # 1.6 mm for this series with 5 mm slices, 0.07 mm with 1 mm slices. Check it does exactly that.
+    images = dcm2niix_images(needs_dcm2niix(), tmp_path / "s", tmp_path / "dcm2niix")
+    assert len(images) == 1
+    nii = images[0]
+    ipp_sorted = ipp[np.argsort(ipp @ normal)]
+    first_two = float(np.linalg.norm(ipp_sorted[1] - ipp_sorted[0]))
+    dcm2niix_step = float(np.linalg.norm(nii.affine[:3, 2]))
+    assert dcm2niix_step == pytest.approx(first_two, abs=1e-3)
+    expected_offset = (n - 0.5) * abs(first_two - span_step)
+    offset = corner_distance(info["corners"], world_corners(nii.affine, nii.shape))
+    assert offset == pytest.approx(expected_offset, abs=2e-3)
+
+
+# --- 3. refusals ------------------------------------------------------------------
+
+
+def _oblique(tmp_path: Path, **kwargs) -> tuple[Path, list[Path], np.ndarray]:
+    affine = phantom_affine(9, seed=4)
+    files = write_series(tmp_path / "s", seeded_data(SHAPE, 4), affine, **kwargs)
+    return tmp_path / "s", files, affine
+
+
+def test_missing_slice_refused(tmp_path: Path) -> None:
+    folder, _, _ = _oblique(tmp_path, slice_indices=[0, 1, 2, 4, 5, 6, 7])
+    with refused(GeometryError, "missing slice"):
+        load(folder)
+
+
+def test_missing_end_slice_is_just_a_shorter_series(tmp_path: Path) -> None:
+    """Nothing in the tags says an end slice is missing: 7 slices load, with the right corners."""
+    folder, files, _ = _oblique(tmp_path, slice_indices=range(7))
+    volume = load(folder)
+    assert volume.shape[2] == 7
+    assert corner_distance(volume.corners, tag_corners(files)) < 1e-5
+
+
+def test_duplicated_slice_refused(tmp_path: Path) -> None:
+    folder, files, _ = _oblique(tmp_path)
+    shutil.copy(files[3], folder / "copy_of_slice_4.dcm")
+    with refused(GeometryError, "duplicated slice"):
+        load(folder)
+
+
+def test_duplicated_position_without_volume_tags_refused(tmp_path: Path) -> None:
+    """Two different images (new SOPInstanceUID) at one position, nothing to tell volumes apart."""
+    folder, files, affine = _oblique(tmp_path)
+    ds = pydicom.dcmread(files[3])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(folder / "other_at_slice_4.dcm")
+    with refused(GeometryError, "duplicated slice"):
+        load(folder)
+
+
+def test_non_uniform_spacing_refused(tmp_path: Path) -> None:
+    affine = phantom_affine(9, seed=4)
+    lps = LPS_TO_RAS @ affine
+    unit = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
+    offsets = np.concatenate([[0.0], np.cumsum([1, 1, 1, 2.5, 1, 1, 1])]) * 3.0
+    positions = lps[:3, 3] + offsets[:, None] * unit
+    write_series(tmp_path / "s", seeded_data(SHAPE, 4), affine, positions=positions)
+    with refused(GeometryError, "non-uniform"):
+        load(tmp_path / "s")
+
+
+def test_gantry_tilt_refused(tmp_path: Path) -> None:
+    affine = phantom_affine(9, seed=4)
+    lps = LPS_TO_RAS @ affine
+    in_plane = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    positions = np.array([lps[:3, 3] + k * lps[:3, 2] + 0.5 * k * in_plane for k in range(SHAPE[2])])
+    write_series(tmp_path / "s", seeded_data(SHAPE, 4), affine, positions=positions)
+    with refused(GeometryError, "tilt"):
+        load(tmp_path / "s")
+
+
+def test_two_series_listed_refused_and_picked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "two"
+    uid_a, uid_b = generate_uid(), generate_uid()
+    affine_a, affine_b = phantom_affine(0, seed=1), phantom_affine(17, seed=2)
+    data_a, data_b = seeded_data(SHAPE, 1), seeded_data((10, 14, 5), 2)
+    files_a = write_series(folder, data_a, affine_a, series_uid=uid_a, series_number=3,
+                           description="T1 axial", name_prefix="A")
+    files_b = write_series(folder, data_b, affine_b, series_uid=uid_b, series_number=7,
+                           description="T2 coronal", name_prefix="B")
+
+    with refused(InputError, "holds 2 series") as err:
+        load(folder)
+    message = str(err.value)
+    assert uid_a in message and uid_b in message
+    assert f"{SHAPE[2]} slices" in message and "5 slices" in message
+    assert "series" in message.lower() and "\n" not in message
+
+    listed = list_series(folder)
+    assert [(s.id, s.description, s.n_slices, s.number) for s in listed] == [
+        (uid_a, "T1 axial", SHAPE[2], 3),
+        (uid_b, "T2 coronal", 5, 7),
+    ]
+    for uid, files, shape in ((uid_a, files_a, SHAPE), (uid_b, files_b, (10, 14, 5))):
+        volume = load(folder, series=uid)
+        assert volume.shape == shape and volume.meta["series_uid"] == uid
+        assert corner_distance(volume.corners, tag_corners(files)) < 1e-5
+        info = info_json(capsys, folder, "--series", uid)
+        assert info["series_id"] == uid
+        assert corner_distance(info["corners"], tag_corners(files)) < 1e-5
+    with refused(InputError, "no series"):
+        load(folder, series="1.2.3.4")
+
+
+# --- 6. archives and lists of files ---------------------------------------------------
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_archives_and_file_lists(tmp_path: Path) -> None:
+    folder, files, _ = _oblique(tmp_path)
+    reference = load(folder)
+
+    zipped = tmp_path / "series.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for f in files:
+            zf.write(f, f"export/series/{f.name}")
+    tarred = tmp_path / "series.tar.gz"
+    with tarfile.open(tarred, "w:gz") as tf:
+        tf.add(folder, arcname="series")
+    shuffled = [files[i] for i in np.random.default_rng(0).permutation(len(files))]
+
+    for source in (zipped, tarred, shuffled, [str(f) for f in files]):
+        volume = load(source)
+        np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-9)
+        np.testing.assert_array_equal(volume.array, reference.array)
+        assert corner_distance(volume.corners, tag_corners(files)) < 1e-5
+        if isinstance(source, Path):  # the archive, not a temporary folder, is the source
+            assert volume.meta["source_paths"] == [str(source)]
+    assert {s.n_slices for s in list_series(zipped)} == {SHAPE[2]}
+
+
+@pytest.mark.parametrize("kind", ["zip-dotdot", "zip-absolute", "tar-dotdot", "tar-absolute"])
+def test_unsafe_archive_refused(kind: str, tmp_path: Path) -> None:
+    _, files, _ = _oblique(tmp_path)
+    parent = tmp_path.parent
+    evil_abs = parent / "evil_absolute.dcm"
+    name = "../evil.dcm" if kind.endswith("dotdot") else str(evil_abs)
+    archive = tmp_path / ("bad.zip" if kind.startswith("zip") else "bad.tar")
+    if kind.startswith("zip"):
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(files[0], files[0].name)
+            zf.writestr(zipfile.ZipInfo(name), files[1].read_bytes())
+        with zipfile.ZipFile(archive) as zf:
+            assert name in zf.namelist()
+    else:
+        payload = files[1].read_bytes()
+        entry = tarfile.TarInfo(name)  # TarInfo keeps a leading '/' that tarfile.add would strip
+        entry.size = len(payload)
+        with tarfile.open(archive, "w") as tf:
+            tf.add(files[0], files[0].name)
+            tf.addfile(entry, io.BytesIO(payload))
+        with tarfile.open(archive) as tf:
+            assert name in tf.getnames()
+    before = _tree(parent)
+
+    with refused(InputError, "unsafe archive entry"):
+        load(archive)
+    with refused(InputError, "unsafe archive entry"):
+        list_series(archive)
+
+    assert _tree(parent) == before
+    assert not list(parent.rglob("evil*"))
+    assert not evil_abs.exists()
