@@ -91,6 +91,8 @@ def detect_format(path: Path) -> str:
         return "nrrd"
     if b"ObjectType" in head[:256] and b"=" in head[:256]:
         return "mha"
+    if head[128:132] == b"DICM":  # before the picture magics: a DICOM preamble may hold a TIFF header
+        return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
     for magic, name in _PICTURES.items():
         if head.startswith(magic):
             raise InputError(
@@ -98,7 +100,7 @@ def detect_format(path: Path) -> str:
                 path,
                 "export the scan from the scanner or PACS as DICOM (or convert it to NIfTI)",
             )
-    if head[128:132] == b"DICM" or _is_dicom_header(head):
+    if _is_dicom_header(head):
         return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
     if is_archive(path):
         return "archive"

@@ -9,8 +9,11 @@ Compressed transfer syntaxes are decoded by pydicom's pixel handlers
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from pydicom.dataset import Dataset
 from ..errors import InputError
 from ..volume import Volume
 from .dicom_series import SeriesInfo, describe, group_candidates, pick, stack_volumes
-from .dicom_slices import DICOMDIR_SOP_CLASS, SliceRecord, read_header, records_from_dataset
+from .dicom_slices import DICOMDIR_SOP_CLASS, SliceRecord, UnusableImage, read_header, records_from_dataset
 from .intensity import check_finite
 
 __all__ = ["read_dicom", "list_dicom_series", "scan_records"]
@@ -53,6 +56,7 @@ def scan_records(
     datasets: dict[Path, Dataset] = {}
     skipped: list[Path] = []
     no_pixels: list[Path] = []
+    unusable: list[UnusableImage] = []
     for path in files:
         try:
             ds = read_header(path)
@@ -63,13 +67,26 @@ def scan_records(
             continue
         if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
             continue
-        recs = records_from_dataset(ds, path)
+        try:
+            recs = records_from_dataset(ds, path)
+        except UnusableImage as exc:
+            if len(files) == 1:
+                raise
+            unusable.append(exc)
+            continue
         if not recs:
             no_pixels.append(path)
             continue
         datasets[path] = ds
         records.extend(recs)
+    if unusable and records:
+        warnings.warn(
+            f"{where}: skipped {len(unusable)} image(s) mrisr cannot place in 3D, e.g. {unusable[0].one_line()}",
+            stacklevel=3,
+        )
     if not records:
+        if unusable:
+            raise unusable[0]
         if no_pixels:
             raise InputError(
                 f"DICOM without pixel data ({len(no_pixels)} file(s), e.g. {no_pixels[0].name}:"
@@ -129,15 +146,10 @@ def _read_dicom(
     # Filled slice by slice in (C, Z, rows, cols) order, contiguous writes; returned as the
     # (C, X, Y, Z) view of it, the same memory layout as NIfTI's (Fortran order per channel).
     stack = np.empty((len(volumes), len(volumes[0]), first.rows, first.cols), dtype=np.float32)
-    decoded: dict[Path, np.ndarray] = {}
-    for c, volume in enumerate(volumes):
-        for k, rec in enumerate(volume):
-            stack[c, k] = _plane(rec, datasets[rec.path], decoded, where)
-            if rec.slope != 1.0 or rec.intercept != 0.0:
-                stack[c, k] *= np.float32(rec.slope)
-                stack[c, k] += np.float32(rec.intercept)
+    float_pixels = any(not _integer_pixels(datasets[r.path]) for v in volumes for r in v)
+    _fill(stack, volumes, datasets, where)
     array = stack.transpose(0, 3, 2, 1)
-    if any(not _integer_pixels(datasets[p]) for p in decoded):
+    if float_pixels:
         check_finite(array, where)
     source_paths = sorted({str(r.path) for v in volumes for r in v})
     header = datasets[first.path]
@@ -199,17 +211,40 @@ def _value_dtype(
     return "float32"
 
 
-def _plane(
-    rec: SliceRecord, ds: Dataset, decoded: dict[Path, np.ndarray], where: Path
-) -> np.ndarray:
-    """The (rows, cols) pixel array of one record, decoding each file once."""
-    if rec.path not in decoded:
-        decoded[rec.path] = _decode(ds, rec.path)
-    pixels = decoded[rec.path]
+def _fill(
+    stack: np.ndarray, volumes: Sequence[Sequence[SliceRecord]], datasets: dict[Path, Dataset], where: Path
+) -> None:
+    """Decode, rescale and copy every plane into ``stack`` (C, Z, rows, cols).
+
+    Files holding several planes (multi-frame, mosaic) are decoded once, first; single-plane
+    files are decoded, copied and freed in a thread pool (numpy's copies and file reads
+    release the GIL, so first-touch page faults and casts run on all cores).
+    """
+    uses = Counter(rec.path for volume in volumes for rec in volume)
+    shared = {path: _decode(datasets[path], path) for path, n in uses.items() if n > 1}
+
+    def copy_plane(c: int, k: int, rec: SliceRecord) -> None:
+        ds = datasets[rec.path]
+        pixels = shared[rec.path] if rec.path in shared else _decode(ds, rec.path)
+        stack[c, k] = _plane(rec, pixels)
+        if rec.slope != 1.0 or rec.intercept != 0.0:
+            stack[c, k] *= np.float32(rec.slope)
+            stack[c, k] += np.float32(rec.intercept)
+        if rec.path not in shared:
+            _drop_pixels(ds)  # free the file's bytes once copied: peak memory ~ the output
+
+    jobs = [(c, k, rec) for c, volume in enumerate(volumes) for k, rec in enumerate(volume)]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for future in [pool.submit(copy_plane, *job) for job in jobs]:
+            future.result()  # re-raises the first InputError
+    for path in shared:
+        _drop_pixels(datasets[path])
+
+
+def _plane(rec: SliceRecord, pixels: np.ndarray) -> np.ndarray:
+    """The (rows, cols) plane of one record from its file's decoded pixels."""
     if rec.frame is not None:
-        if pixels.ndim == 2:
-            pixels = pixels[None]
-        return pixels[rec.frame]
+        return (pixels[None] if pixels.ndim == 2 else pixels)[rec.frame]
     if rec.tile is not None:
         grid = pixels.shape[0] // rec.rows
         row, col = divmod(rec.tile, grid)
@@ -221,6 +256,12 @@ def _plane(
             "re-export the series",
         )
     return pixels
+
+
+def _drop_pixels(ds: Dataset) -> None:
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            del ds[keyword]
 
 
 def _integer_pixels(ds: Dataset) -> bool:

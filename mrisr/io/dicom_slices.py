@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError
 
-__all__ = ["SliceRecord", "records_from_dataset", "read_header"]
+__all__ = ["SliceRecord", "UnusableImage", "records_from_dataset", "read_header"]
 
 #: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -38,6 +38,14 @@ VOLUME_KEYS = (
     "mosaic_instance",
     "dimension_index",
 )
+
+
+class UnusableImage(InputError):
+    """A valid DICOM image that mrisr cannot place in 3D (no geometry, colour...).
+
+    Named alone it is an error; among other files (a study folder, a DICOMDIR) it is
+    skipped, with a warning, as a screenshot or localizer next to the series would be.
+    """
 
 
 @dataclass
@@ -241,7 +249,7 @@ def _hashable(value: Any) -> Any:
 
 def _classic_records(ds: Dataset, path: Path) -> list[SliceRecord]:
     if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
-        raise InputError(
+        raise UnusableImage(
             "image has no ImagePositionPatient/ImageOrientationPatient, so no 3D geometry",
             path,
             "give mrisr a scanner-reconstructed series (not a screenshot or secondary capture)",
@@ -338,7 +346,7 @@ def _enhanced_records(ds: Dataset, path: Path) -> list[SliceRecord]:
         plane_ori = _functional(frame, shared, "PlaneOrientationSequence")
         measures = _functional(frame, shared, "PixelMeasuresSequence")
         if plane_pos is None or plane_ori is None or measures is None:
-            raise InputError(
+            raise UnusableImage(
                 f"enhanced multi-frame image without plane position/orientation for frame {f + 1}",
                 path,
                 "give mrisr a series with geometry (this looks like a frame set without it)",
@@ -417,7 +425,7 @@ def records_from_dataset(ds: Dataset, path: Path) -> list[SliceRecord]:
             )
         return []
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise InputError(
+        raise UnusableImage(
             f"colour image ({ds.get('PhotometricInterpretation', '?')}), not an MR magnitude image",
             path,
             "give mrisr a greyscale MR series",
@@ -427,7 +435,7 @@ def records_from_dataset(ds: Dataset, path: Path) -> list[SliceRecord]:
     if "PerFrameFunctionalGroupsSequence" in ds:
         return _enhanced_records(ds, path)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise InputError(
+        raise UnusableImage(
             "multi-frame image without per-frame geometry (functional groups)",
             path,
             "export the series as single-frame DICOM or enhanced MR with functional groups",
