@@ -381,3 +381,17 @@ def test_unsafe_archive_refused(kind: str, tmp_path: Path) -> None:
     assert _tree(parent) == before
     assert not list(parent.rglob("evil*"))
     assert not evil_abs.exists()
+
+
+def test_undecodable_transfer_syntax_is_named(tmp_path: Path) -> None:
+    """A compressed syntax no installed plugin decodes (MPEG2 here, relabelled from a JPEG 2000
+    file) gives one InputError naming the syntax and a way out, not a pydicom traceback."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small_jp2klossless.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no plugin decodes it
+    path = tmp_path / "mpeg2.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="transfer syntax MPEG2") as err:
+        load(path)
+    assert "mpeg2.dcm" in str(err.value) and "Fix:" in str(err.value)
