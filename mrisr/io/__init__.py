@@ -57,6 +57,11 @@ def _is_dicom_header(head: bytes) -> bool:
     )
 
 
+def _dicom_kind(head: bytes) -> str:
+    """``dicomdir`` when the file meta names the Media Storage Directory class, else ``dicom``."""
+    return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
+
+
 def detect_format(path: Path) -> str:
     """What a file holds, by content: ``nifti``, ``dicom``, ``dicom-gz``, ``dicomdir``,
     ``nrrd``, ``mha``, ``archive``.
@@ -92,7 +97,7 @@ def detect_format(path: Path) -> str:
     if b"ObjectType" in head[:256] and b"=" in head[:256]:
         return "mha"
     if head[128:132] == b"DICM":  # before the picture magics: a DICOM preamble may hold a TIFF header
-        return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
+        return _dicom_kind(head)
     for magic, name in _PICTURES.items():
         if head.startswith(magic):
             raise InputError(
@@ -101,7 +106,7 @@ def detect_format(path: Path) -> str:
                 "export the scan from the scanner or PACS as DICOM (or convert it to NIfTI)",
             )
     if _is_dicom_header(head):
-        return "dicomdir" if DICOMDIR_SOP_CLASS.encode() in head[128:1024] else "dicom"
+        return _dicom_kind(head)
     if is_archive(path):
         return "archive"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
