@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import GEOMETRY_ATOL_MM, Volume, world_corners
+from .intensity import to_numpy
 from .lps import flip_lps_ras
 
 __all__ = [
@@ -47,6 +49,21 @@ __all__ = [
 ]
 
 DEFAULT_DERIVATION = "mrisr super-resolution / conversion"
+
+#: SeriesDescription of a series written without a template, and the suffix added
+#: to a template's description (never twice: a derived series derived again keeps it).
+GENERATED_DESCRIPTION = "mrisr derived"
+DERIVED_SUFFIX = " mrisr"
+
+#: Written only when there is no template: a generated series is not a real
+#: patient. PatientPosition "HFS" (head first supine) is a placeholder too;
+#: without it dcm2niix warns.
+GENERATED_PATIENT = {
+    "PatientName": "mrisr^generated",
+    "PatientID": "MRISR-GENERATED",
+    "PatientPosition": "HFS",
+    "Manufacturer": "mrisr",
+}
 
 #: Copied from ``meta["dicom_template"]``: patient, study, frame of reference,
 #: equipment and acquisition attributes. Never pixel, geometry or per-instance ones.
@@ -70,7 +87,6 @@ TEMPLATE_KEYWORDS = (
     "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
     "SequenceName", "ReceiveCoilName", "TransmitCoilName", "ContrastBolusAgent",
 )  # fmt: skip
-
 
 
 @dataclass(frozen=True)
@@ -239,12 +255,6 @@ def _version() -> str:
     return str(__version__)
 
 
-def _as_numpy(array: Any) -> np.ndarray:
-    if hasattr(array, "detach"):  # torch.Tensor
-        array = array.detach().cpu().numpy()
-    return np.asarray(array)
-
-
 def _copy_template(template: Dataset, ds: Dataset) -> None:
     for keyword in TEMPLATE_KEYWORDS:
         if keyword in template:
@@ -270,6 +280,59 @@ def _sources(meta: dict[str, Any], template: Dataset | None) -> list[tuple[str, 
     return [(str(cls), str(uid)) for cls, uid in (sources or [])]
 
 
+def _description(template: Dataset) -> str:
+    """The template's SeriesDescription marked as derived by mrisr, at most 64 characters."""
+    described = str(template.get("SeriesDescription", "") or "").strip()
+    if not described:
+        return GENERATED_DESCRIPTION
+    if described == GENERATED_DESCRIPTION or described.endswith(DERIVED_SUFFIX):
+        return described  # already mrisr's: do not stack suffixes
+    return f"{described}{DERIVED_SUFFIX}"[-64:]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _channel_attributes(keys: Any) -> dict[str, tuple[str, Any]]:
+    """DICOM attributes ``{keyword: (VR, value)}`` for one channel's acquisition keys.
+
+    ``keys`` is one item of ``meta["channels"]`` as the reader found it: ``b_value``,
+    ``gradient`` (3 numbers, e.g. Siemens' tuple of floats), ``echo_time`` and
+    ``echo_number``. Values that are missing or not what DICOM stores are left out.
+    """
+    if not isinstance(keys, dict):
+        return {}
+    out: dict[str, tuple[str, Any]] = {}
+    b_value = _finite(keys.get("b_value"))
+    if b_value is not None and b_value >= 0:
+        out["DiffusionBValue"] = ("FD", b_value)
+    gradient = keys.get("gradient")
+    if isinstance(gradient, (list, tuple, np.ndarray)) and len(gradient) == 3:
+        vector = [_finite(v) for v in gradient]
+        if all(v is not None for v in vector):
+            out["DiffusionGradientOrientation"] = ("FD", vector)
+    echo_time = _finite(keys.get("echo_time"))
+    if echo_time is not None and echo_time >= 0:
+        out["EchoTime"] = ("DS", _ds(echo_time))
+    echo_number = _finite(keys.get("echo_number"))
+    if echo_number is not None and echo_number == round(echo_number):
+        out["EchoNumbers"] = ("IS", int(echo_number))
+    return out
+
+
+def _channels(meta: dict[str, Any], n_channels: int) -> list[dict[str, tuple[str, Any]]]:
+    """Per-channel attributes from ``meta["channels"]``; none when its length is not ``C``."""
+    channels = meta.get("channels")
+    if not isinstance(channels, (list, tuple)) or len(channels) != n_channels:
+        return [{} for _ in range(n_channels)]
+    return [_channel_attributes(keys) for keys in channels]
+
+
 def _series_dataset(volume: Volume, now: dt.datetime) -> Dataset:
     """The attributes shared by every file of the series (no per-slice ones)."""
     meta = volume.meta
@@ -282,19 +345,21 @@ def _series_dataset(volume: Volume, now: dt.datetime) -> Dataset:
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
-    # defaults for Type 1/2 attributes; the template overrides them
-    ds.PatientName = "mrisr^generated"
-    ds.PatientID = "MRISR-GENERATED"
+    # Type 1/2 attributes, empty where allowed; the template overrides them. Generated
+    # patient values only without a template: next to a real (possibly anonymised)
+    # PatientID they would be false, so a template's missing or empty name stays empty.
+    ds.PatientName = ""
+    ds.PatientID = ""
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.StudyInstanceUID = meta.get("study_uid") or generate_uid()
-    ds.StudyDate, ds.StudyTime = date, time
+    ds.StudyDate, ds.StudyTime = ("", "") if template is not None else (date, time)
     ds.StudyID = ""
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
     ds.FrameOfReferenceUID = meta.get("frame_of_reference_uid") or generate_uid()
     ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = "mrisr"
+    ds.Manufacturer = ""
     ds.ScanningSequence = "RM"  # research mode: no acquisition is known
     ds.SequenceVariant = "NONE"
     ds.ScanOptions = ""
@@ -306,18 +371,19 @@ def _series_dataset(volume: Volume, now: dt.datetime) -> Dataset:
     ds.InversionTime = ""
     image_type = ["DERIVED", "SECONDARY"]
     if template is None:
+        for keyword, value in GENERATED_PATIENT.items():
+            setattr(ds, keyword, value)
         note = "Generated by mrisr: not a real patient; patient and study fields are placeholders"
         ds.PatientComments = note
         ds.ImageComments = note
         ds.SeriesNumber = 1001
-        ds.SeriesDescription = "mrisr derived"
+        ds.SeriesDescription = GENERATED_DESCRIPTION
     else:
         _copy_template(template, ds)
         # The source's 3rd/4th values (e.g. M\ND); never MOSAIC: a derived slice is one plane.
         image_type += [str(v) for v in list(template.get("ImageType", []))[2:4] if str(v).upper() != "MOSAIC"]
         ds.SeriesNumber = int(template.get("SeriesNumber") or 1) + 1000
-        described = str(template.get("SeriesDescription", "") or "").strip()
-        ds.SeriesDescription = (f"{described} mrisr" if described else "mrisr derived")[-64:]
+        ds.SeriesDescription = _description(template)
     ds.Modality = "MR"
     ds.SOPClassUID = MRImageStorage
     ds.SeriesInstanceUID = generate_uid()
@@ -362,23 +428,37 @@ def write_dicom_series(volume: Volume, folder: Path) -> list[Path]:
         volume: ``array`` ``(C, X, Y, Z)`` (numpy or torch), ``affine`` RAS voxel-centre
             mm. ``meta`` may hold ``dicom_template`` (the source's header, a pydicom
             ``Dataset``), ``dicom_sources`` (``(SOPClassUID, SOPInstanceUID)`` pairs),
-            ``derivation``, and without a template ``study_uid`` /
+            ``derivation``, ``channels`` (one dict of acquisition keys per channel,
+            as the DICOM reader sets it), and without a template ``study_uid`` /
             ``frame_of_reference_uid``.
-        folder: created if needed; the caller handles atomic rename and ``--force``.
+        folder: created if needed; :func:`mrisr.io.save` passes a fresh temporary
+            folder and handles the atomic rename and ``--force``. Files of the same
+            names already there are overwritten.
+
+    With a template its patient, study and acquisition attributes are copied as
+    they are (an empty or missing PatientName stays empty). Without one the
+    series is marked as generated: PatientName ``mrisr^generated``, PatientID
+    ``MRISR-GENERATED``, PatientPosition ``HFS`` (a placeholder; readers such as
+    dcm2niix expect one), and a comment saying it is not a real patient.
 
     Channels ``c`` are written as temporal positions ``c + 1`` of one series, with
-    InstanceNumber ``c * Z + k + 1`` for slice ``k``. One rescale slope/intercept and
-    one window serve the whole series.
+    InstanceNumber ``c * Z + k + 1`` for slice ``k``. When ``meta["channels"]`` has
+    one entry per channel, each channel's ``b_value``, ``gradient`` (a 3-vector),
+    ``echo_time`` and ``echo_number`` are written back on its slices as
+    DiffusionBValue, DiffusionGradientOrientation, EchoTime and EchoNumbers; a list
+    of another length is ignored. One rescale slope/intercept and one window serve
+    the whole series.
 
     Returns:
         The files written (``IM_0001.dcm``...), in InstanceNumber order.
 
     Raises:
         GeometryError: a sheared affine; InputError: NaN/infinite values or a bad
-        template; OutputError: ``folder`` is a file or already holds these file names.
+        template; OutputError: ``folder`` is an existing file, or it or its files
+        cannot be written (any ``OSError``).
     """
     folder = Path(folder)
-    array = _as_numpy(volume.array)
+    array = to_numpy(volume.array)
     n_channels, nx, ny, nz = (int(n) for n in array.shape)
     geometry = dicom_geometry(volume.affine, (nx, ny, nz))
     mapping = intensity_mapping(array)
@@ -389,16 +469,9 @@ def write_dicom_series(volume: Volume, folder: Path) -> list[Path]:
     paths = [folder / f"IM_{n + 1:0{width_digits}d}.dcm" for n in range(total)]
     if folder.exists() and not folder.is_dir():
         raise OutputError("exists and is not a folder", path=folder, fix="choose another output")
-    clashes = [p for p in paths if p.exists()]
-    if clashes:
-        raise OutputError(
-            f"already holds {len(clashes)} of the files to write (e.g. {clashes[0].name})",
-            path=folder,
-            fix="write into an empty folder",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
 
     ds = _series_dataset(volume, dt.datetime.now())
+    channels = _channels(volume.meta, n_channels)
     ds.Rows, ds.Columns = ny, nx
     ds.PixelSpacing = _ds(geometry.pixel_spacing)
     ds.ImageOrientationPatient = _ds(geometry.orientation)
@@ -419,7 +492,40 @@ def write_dicom_series(volume: Volume, folder: Path) -> list[Path]:
     file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     file_meta.ImplementationVersionName = f"MRISR_{_version()}"[:16]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_files(ds, file_meta, stored, geometry, channels, paths)
+    except OSError as error:
+        raise OutputError(
+            f"cannot write DICOM files: {error.strerror or error}",
+            path=folder,
+            fix="check that the folder is writable and the disk has space",
+        ) from error
+    return paths
+
+
+def _write_files(
+    ds: Dataset,
+    file_meta: FileMetaDataset,
+    stored: np.ndarray,
+    geometry: SliceGeometry,
+    channels: list[dict[str, tuple[str, Any]]],
+    paths: list[Path],
+) -> None:
+    """One file per slice and channel: ``ds`` plus the per-instance attributes."""
+    n_channels, _, _, nz = stored.shape
+    per_channel = {keyword for attributes in channels for keyword in attributes}
+    # the series-level value (e.g. the template's EchoTime) for channels without their own
+    series_level = {keyword: copy.deepcopy(ds[keyword]) for keyword in per_channel if keyword in ds}
     for c in range(n_channels):
+        for keyword in per_channel:
+            if keyword in channels[c]:
+                vr, value = channels[c][keyword]
+                ds.add_new(keyword, vr, value)
+            elif keyword in series_level:
+                ds[keyword] = copy.deepcopy(series_level[keyword])
+            elif keyword in ds:
+                del ds[keyword]
         for k in range(nz):
             number = c * nz + k + 1
             sop_uid = generate_uid()
@@ -435,4 +541,3 @@ def write_dicom_series(volume: Volume, folder: Path) -> list[Path]:
             frame = np.ascontiguousarray(stored[c, :, :, k].T)  # (Rows = Y, Columns = X)
             ds.add_new(0x7FE00010, "OW", frame.astype(frame.dtype.newbyteorder("<")).tobytes())
             pydicom.dcmwrite(paths[number - 1], ds, enforce_file_format=True)
-    return paths

@@ -382,15 +382,212 @@ def test_torch_array_and_single_slice(tmp_path: Path) -> None:
     assert_same_grid(volume, array, affine, atol_mm=1e-4, atol_value=0)
 
 
-def test_refuses_nan_and_existing_files(tmp_path: Path) -> None:
+def test_refuses_nan_and_a_file_as_folder(tmp_path: Path) -> None:
     volume = phantom(0, seed=0, shape=(4, 4, 2))
     data = np.array(volume.array)
     data[0, 0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         write_dicom_series(volume.replace(array=data), tmp_path / "nan")
-    write_dicom_series(volume, tmp_path / "series")
-    with pytest.raises(OutputError, match="already holds"):
-        write_dicom_series(volume, tmp_path / "series")
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="not a folder"):
         write_dicom_series(volume, tmp_path / "file")
+
+
+def test_write_errors_become_output_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pydicom, "dcmwrite", refuse)
+    volume = phantom(0, seed=0, shape=(4, 4, 2))
+    folder = tmp_path / "series"
+    with pytest.raises(OutputError) as caught:
+        write_dicom_series(volume, folder)
+    message = str(caught.value)
+    assert str(folder) in message
+    assert "cannot write DICOM files: Permission denied" in message
+    assert "check that the folder is writable" in message
+    assert isinstance(caught.value.__cause__, PermissionError)
+
+
+def test_a_file_in_the_folder_path_becomes_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    folder = tmp_path / "file" / "series"  # mkdir fails: a parent is a file
+    with pytest.raises(OutputError, match="cannot write DICOM files") as caught:
+        write_dicom_series(phantom(0, seed=0, shape=(4, 4, 2)), folder)
+    assert str(folder) in str(caught.value)
+
+
+# --- templates and per-channel acquisition keys -------------------------------------
+
+
+@pytest.mark.parametrize("name", [None, ""])
+def test_template_without_patient_name_keeps_it_empty(name: str | None, tmp_path: Path) -> None:
+    # anonymised data: a real PatientID and no name must not get a generated name
+    template = minimal_template()
+    del template.PatientName
+    if name is not None:
+        template.PatientName = name
+    del template.PatientPosition
+    volume = phantom(1, seed=1, shape=(4, 4, 2)).replace(meta={"dicom_template": template})
+    for h in read_headers(write_dicom_series(volume, tmp_path / "series")):
+        assert "PatientName" in h and str(h.PatientName) == ""  # type 2: present, empty
+        assert h.PatientID == "P123"
+        assert "PatientComments" not in h and "ImageComments" not in h
+        assert h.PatientPosition == ""  # the template has none: nothing is invented
+        assert "mrisr" not in str(h.PatientName) + h.PatientID
+        assert h.Manufacturer == "ACME"
+
+
+def test_real_anonymised_mosaic_keeps_its_empty_name(tmp_path: Path) -> None:
+    source = Path("/work/shared/data/dicom/siemens_dwi_mosaic")
+    if not source.is_dir():
+        pytest.skip(f"needs the sample data at {source}")
+    from mrisr.io import load
+
+    volume = load(source)
+    template = volume.meta["dicom_template"]
+    header = read_headers(write_dicom_series(volume, tmp_path / "series"))[0]
+    assert str(header.PatientName) == str(template.get("PatientName", "") or "")
+    assert header.PatientID == template.PatientID
+    assert header.PatientPosition == template.PatientPosition
+    assert "PatientComments" not in header
+
+
+def test_generated_series_has_a_default_patient_position(tmp_path: Path) -> None:
+    header = read_headers(write_dicom_series(phantom(0, seed=0, shape=(4, 4, 2)), tmp_path / "a"))[0]
+    assert header.PatientPosition == "HFS"
+    template = minimal_template()
+    template.PatientPosition = "FFS"
+    volume = phantom(0, seed=0, shape=(4, 4, 2)).replace(meta={"dicom_template": template})
+    header = read_headers(write_dicom_series(volume, tmp_path / "b"))[0]
+    assert header.PatientPosition == "FFS"
+
+
+@pytest.mark.parametrize(
+    "described,expected",
+    [
+        ("T2 TSE ax", "T2 TSE ax mrisr"),
+        ("T2 TSE ax mrisr", "T2 TSE ax mrisr"),
+        ("mrisr derived", "mrisr derived"),
+        ("", "mrisr derived"),
+        ("x" * 64, "x" * 58 + " mrisr"),
+    ],
+)
+def test_series_description_does_not_stack(described: str, expected: str, tmp_path: Path) -> None:
+    template = minimal_template()
+    template.SeriesDescription = described
+    volume = phantom(0, seed=0, shape=(4, 4, 2)).replace(meta={"dicom_template": template})
+    header = read_headers(write_dicom_series(volume, tmp_path / "series"))[0]
+    assert header.SeriesDescription == expected
+
+
+def test_derived_twice_keeps_one_suffix(tmp_path: Path) -> None:
+    from mrisr.io import load
+
+    template = minimal_template()
+    volume = phantom(0, seed=0, shape=(4, 4, 2)).replace(meta={"dicom_template": template})
+    write_dicom_series(volume, tmp_path / "once")
+    again = load(tmp_path / "once")
+    header = read_headers(write_dicom_series(again, tmp_path / "twice"))[0]
+    assert header.SeriesDescription == "T2 TSE ax mrisr"
+
+
+DWI_CHANNELS = [
+    {"b_value": 0, "acquisition_number": 1, "temporal_position": 7},
+    # Siemens' private gradient arrives as a tuple of floats
+    {"b_value": 1000, "gradient": (0.6, 0.8, 0.0), "echo_time": 4.5, "echo_number": 2},
+    {"b_value": "1000", "gradient": (0.0, -0.6, 0.8), "echo_time": 5.5, "echo_number": 3},
+]
+
+
+def test_channel_keys_are_written_per_channel(tmp_path: Path) -> None:
+    template = minimal_template()  # EchoTime 90 for channels without their own
+    volume = phantom(4, seed=4, shape=(6, 5, 3), channels=3)
+    volume = volume.replace(meta={"dicom_template": template, "channels": DWI_CHANNELS})
+    headers = read_headers(write_dicom_series(volume, tmp_path / "series"))
+    for n, h in enumerate(headers):
+        c = n // 3
+        assert h.TemporalPositionIdentifier == c + 1  # never the source's
+        assert float(h.DiffusionBValue) == [0.0, 1000.0, 1000.0][c]
+        if c == 0:
+            assert "DiffusionGradientOrientation" not in h
+            assert float(h.EchoTime) == 90 and "EchoNumbers" not in h
+        else:
+            expected = DWI_CHANNELS[c]
+            np.testing.assert_allclose(h.DiffusionGradientOrientation, expected["gradient"])
+            assert float(h.EchoTime) == expected["echo_time"]
+            assert int(h.EchoNumbers) == expected["echo_number"]
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [
+        DWI_CHANNELS[:2],  # shorter than C
+        [*DWI_CHANNELS, {"b_value": 5}],  # longer than C
+        {"b_value": 1000},  # not a list
+    ],
+)
+def test_channel_keys_of_another_length_are_ignored(channels: object, tmp_path: Path) -> None:
+    volume = phantom(4, seed=4, shape=(4, 4, 2), channels=3).replace(meta={"channels": channels})
+    for h in read_headers(write_dicom_series(volume, tmp_path / "series")):
+        assert "DiffusionBValue" not in h and "DiffusionGradientOrientation" not in h
+
+
+@pytest.mark.parametrize(
+    "gradient",
+    [(1.0, 0.0), (1.0, float("nan"), 0.0), "0.6\\0.8\\0", (1.0, "x", 0.0), None],
+)
+def test_gradient_only_when_three_finite_numbers(gradient: object, tmp_path: Path) -> None:
+    channels = [{"b_value": 1000, "gradient": gradient}]
+    volume = phantom(0, seed=0, shape=(4, 4, 2)).replace(meta={"channels": channels})
+    header = read_headers(write_dicom_series(volume, tmp_path / "series"))[0]
+    assert float(header.DiffusionBValue) == 1000
+    assert "DiffusionGradientOrientation" not in header
+
+
+@pytest.mark.parametrize("manufacturer", [None, "SIEMENS"])
+def test_dcm2niix_writes_bval_and_bvec(manufacturer: str | None, tmp_path: Path) -> None:
+    exe = needs_dcm2niix()
+    # only the diffusion keys differ: dcm2niix splits a series on echo number
+    channels = [{k: v for k, v in keys.items() if not k.startswith("echo")} for keys in DWI_CHANNELS]
+    meta: dict[str, object] = {"channels": channels}
+    if manufacturer is not None:
+        template = minimal_template()
+        template.Manufacturer = manufacturer
+        meta["dicom_template"] = template
+    volume = phantom(10, seed=10, channels=3).replace(meta=meta)
+    write_dicom_series(volume, tmp_path / "series")
+    out = tmp_path / "dcm2niix"
+    out.mkdir()
+    result = subprocess.run(
+        [exe, "-z", "n", "-b", "y", "-f", "out", "-o", str(out), str(tmp_path / "series")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Patient Position" not in result.stdout  # generated: HFS; template: its own
+    bval = out / "out.bval"
+    bvec = out / "out.bvec"
+    assert bval.exists() and bvec.exists(), (result.stdout, sorted(out.iterdir()))
+    assert [float(v) for v in bval.read_text().split()] == [0.0, 1000.0, 1000.0]
+    vectors = np.loadtxt(bvec).reshape(3, 3).T  # rows of the file are x, y, z
+    np.testing.assert_allclose(vectors[0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors[1:], axis=1), 1.0, atol=1e-4)
+    gradients = np.array([DWI_CHANNELS[c]["gradient"] for c in (1, 2)])  # LPS
+    if manufacturer is None:
+        # dcm2niix copies an unknown vendor's vectors as they are: compare the
+        # angle between the two directions, which any rotation or reflection keeps
+        assert float(vectors[1] @ vectors[2]) == pytest.approx(
+            float(gradients[0] @ gradients[1]), abs=1e-4
+        )
+        return
+    # A vendor dcm2niix knows: the bvec is in voxel axes (FSL: x flipped when det > 0)
+    affine = nib.load(out / "out.nii").affine[:3, :3]
+    axes = affine / np.linalg.norm(affine, axis=0)
+    expected = (axes.T @ (LPS[:3, :3] @ gradients.T)).T
+    if np.linalg.det(affine) > 0:
+        expected[:, 0] *= -1
+    np.testing.assert_allclose(vectors[1:], expected, atol=1e-4)
