@@ -8,15 +8,20 @@ never overwritten, not even with ``force``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import OutputError
+from ..errors import MrisrError, OutputError
 
 __all__ = ["atomic_output"]
+
+#: The file names of a DICOM series that mrisr writes (``IM_0001.dcm``...): the
+#: only content of a folder that ``force`` may delete.
+_SERIES_FILE = re.compile(r"IM_\d+\.dcm")
 
 
 def _suffixes(dest: Path) -> str:
@@ -62,6 +67,81 @@ def _check_sources(dest: Path, sources: Sequence[str | os.PathLike[str]]) -> Non
             )
 
 
+def _check_not_a_protected_folder(dest: Path) -> None:
+    """Refuse the root, the home folder, the working folder and the folders above them."""
+    try:
+        target = dest.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: judge the path as written
+        target = Path(os.path.abspath(dest))
+    protected: dict[Path, str] = {}
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the working folder was deleted
+        cwd = None
+    if cwd is not None:
+        protected.update({p: "a folder above the current folder" for p in cwd.parents})
+        protected[cwd] = "the current folder"
+    try:
+        protected.setdefault(Path.home().resolve(), "your home folder")
+    except (RuntimeError, KeyError, OSError):  # no home folder to find
+        pass
+    protected[Path(target.anchor)] = "the filesystem root"
+    if target in protected:
+        raise OutputError(
+            f"is {protected[target]}; refusing to write there, even with force",
+            dest,
+            fix="choose a new folder",
+        )
+    if dest.name in ("", ".", ".."):  # e.g. 'a/..': a folder reference, not a name to write at
+        raise OutputError(
+            "names an existing folder by reference ('.' or '..'), not an output; refusing to write there",
+            dest,
+            fix="choose a new folder",
+        )
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder itself, not a link to one (a link is replaced, not what it points at)."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _check_replaceable_folder(dest: Path) -> None:
+    """Refuse to delete a folder that holds anything but an mrisr DICOM series."""
+    try:
+        entries = sorted(os.scandir(dest), key=lambda e: e.name)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot list the existing folder: {exc.strerror or exc}",
+            dest,
+            fix="check its permissions, or choose a new folder",
+        ) from exc
+    for entry in entries:
+        if not (_SERIES_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+            raise OutputError(
+                f"holds files that are not an mrisr DICOM series (e.g. {entry.name}); refusing to delete them",
+                dest,
+                fix="choose a new folder",
+            )
+
+
+def _check_same_kind(tmp: Path, dest: Path) -> None:
+    """Never swap a folder for a file or a file for a folder, even with force."""
+    if not os.path.lexists(dest):
+        return
+    if _is_folder(dest) and not _is_folder(tmp):
+        raise OutputError(
+            "is a folder; refusing to replace a folder with a file",
+            dest,
+            fix="choose another output path, or remove the folder yourself",
+        )
+    if _is_folder(tmp) and not _is_folder(dest):
+        raise OutputError(
+            "is a file; refusing to replace a file with a folder",
+            dest,
+            fix="choose another output path, or remove the file yourself",
+        )
+
+
 def _commit(tmp: Path, dest: Path) -> None:
     """Move the finished ``tmp`` onto ``dest``, replacing what is there."""
     if not os.path.lexists(tmp):
@@ -70,10 +150,11 @@ def _commit(tmp: Path, dest: Path) -> None:
             dest,
             fix="report this as a bug in mrisr",
         )
-    folder_involved = (tmp.is_dir() and not tmp.is_symlink()) or (dest.is_dir() and not dest.is_symlink())
-    if not (folder_involved and os.path.lexists(dest)):
+    _check_same_kind(tmp, dest)
+    if not _is_folder(dest):
         os.replace(tmp, dest)  # atomic for files on one file system
         return
+    _check_replaceable_folder(dest)  # again: it may have changed while the writer ran
     # A folder cannot be swapped atomically: move the old one aside, rename, then delete it.
     old = _sibling(dest, "old")
     os.replace(dest, old)
@@ -83,6 +164,25 @@ def _commit(tmp: Path, dest: Path) -> None:
         os.replace(old, dest)
         raise
     _remove(old)
+
+
+def _in_terms_of_dest(exc: MrisrError, tmp: Path, dest: Path) -> None:
+    """Reword ``exc`` in place to name dest, not the temporary path (same class, same traceback)."""
+
+    def swap(text: str | None) -> str | None:
+        return None if text is None else text.replace(tmp.name, dest.name)
+
+    exc.problem, exc.path, exc.fix = swap(exc.problem), swap(exc.path), swap(exc.fix)
+    exc.args = (exc.one_line(),)
+
+
+def _cannot_write(exc: OSError, tmp: Path, dest: Path) -> OutputError:
+    reason = exc.strerror or str(exc).replace(tmp.name, dest.name)
+    return OutputError(
+        f"cannot write: {reason}",
+        dest,
+        fix="check that the folder exists and is writable",
+    )
 
 
 @contextmanager
@@ -98,26 +198,39 @@ def atomic_output(
     for ``t1.nii.gz``, so that nibabel and SimpleITK choose the format from it.
     The writer may create a file or a folder (e.g. a DICOM series) there.
 
+    Safe with ``force``: an existing file is only replaced by a file and an
+    existing folder only by a folder, and only if it holds nothing but an
+    mrisr DICOM series (``IM_<digits>.dcm`` files); the filesystem root, the
+    home folder, the current folder and the folders above it are never written.
+
     Args:
         dest: the output file or folder.
-        force: replace ``dest`` if it exists.
+        force: replace ``dest`` if it exists (within the rules above).
         sources: the inputs; ``dest`` may be none of them (nor a folder holding one),
             whatever ``force`` says.
 
     Raises:
-        OutputError: ``dest`` is an input, or exists and ``force`` is false.
+        OutputError: ``dest`` is an input or a protected folder, exists and
+            ``force`` is false, is a folder that is not an mrisr series, or is of
+            the other kind (file/folder) than what the writer made; an
+            ``OSError`` while writing or renaming (as "cannot write").
 
     On any exception inside the ``with`` block the temporary file or folder is
-    removed, ``dest`` is left as it was, and the exception propagates.
+    removed, ``dest`` is left as it was, and the exception propagates; an
+    ``MrisrError`` that names the temporary path is reworded to name ``dest``.
     """
     dest = Path(dest)
+    _check_not_a_protected_folder(dest)
     _check_sources(dest, sources)
-    if os.path.lexists(dest) and not force:
-        raise OutputError(
-            "output already exists",
-            dest,
-            fix="pass --force / force=True to replace it, or choose another output path",
-        )
+    if os.path.lexists(dest):
+        if not force:
+            raise OutputError(
+                "output already exists",
+                dest,
+                fix="pass --force / force=True to replace it, or choose another output path",
+            )
+        if _is_folder(dest):
+            _check_replaceable_folder(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -128,8 +241,14 @@ def atomic_output(
         ) from exc
     tmp = _sibling(dest, "tmp")
     try:
-        yield tmp
-        _commit(tmp, dest)
+        try:
+            yield tmp
+            _commit(tmp, dest)
+        except MrisrError as exc:
+            _in_terms_of_dest(exc, tmp, dest)
+            raise
+        except OSError as exc:
+            raise _cannot_write(exc, tmp, dest) from exc
     except BaseException:
         _remove(tmp)
         raise

@@ -22,8 +22,6 @@ from .lps import flip_lps_ras
 
 __all__ = ["read_itk", "write_itk"]
 
-#: Flips x and y: LPS <-> RAS (its own inverse).
-
 # suffix -> (meta source_format, SimpleITK ImageIO); .nhdr/.mhd keep data in a second file.
 _READ = {
     ".nrrd": ("nrrd", "NrrdImageIO"),
@@ -31,10 +29,14 @@ _READ = {
     ".mha": ("mha", "MetaImageIO"),
     ".mhd": ("mha", "MetaImageIO"),
 }
+_LABEL = {"nrrd": "NRRD", "mha": "MetaImage"}
 # Only single-file formats: a detached header would name the temporary data file
 # of an atomic write.
-_LABEL = {"nrrd": "NRRD", "mha": "MetaImage"}
 _WRITE = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
+#: How much of a file is read to find its format and a detached header's data files.
+_HEAD_BYTES = 1 << 20
+#: At most this many data files of a LIST or pattern are listed in ``source_paths``.
+_MAX_DATA_FILES = 100_000
 
 
 def _reason(exc: RuntimeError) -> str:
@@ -63,10 +65,83 @@ def _geometry_to_affine(image: sitk.Image) -> np.ndarray:
     return flip_lps_ras(lps)
 
 
-def _kind(path: Path) -> tuple[str, str]:
+def _unreadable(path: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"cannot read: {exc.strerror or exc}",
+        path,
+        fix="check that the file exists and is readable (permissions)",
+    )
+
+
+def _read_head(path: Path) -> bytes:
+    """The first ``_HEAD_BYTES`` of ``path``: the header, and a detached header's file list."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _header_lines(head: bytes, source_format: str) -> list[str]:
+    """The header's lines (NRRD: up to its blank line; MetaImage: all that decode)."""
+    text = head.decode("latin-1")
+    if source_format == "nrrd":
+        text = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
+    return text.splitlines()
+
+
+def _data_file_spec(lines: list[str], source_format: str) -> tuple[str, list[str]] | None:
+    """The detached-data field's value and the lines after it, or None if the data is attached."""
+    for n, line in enumerate(lines):
+        if source_format == "nrrd":
+            match = re.match(r"\s*data ?file\s*:\s?(.*)$", line, re.IGNORECASE)
+        else:
+            match = re.match(r"\s*ElementDataFile\s*=\s*(.*)$", line)
+        if match:
+            value = match.group(1).strip()
+            if source_format == "mha" and value.upper() == "LOCAL":
+                return None
+            return value, lines[n + 1 :]
+    return None
+
+
+def _pattern_files(parts: list[str]) -> list[str]:
+    """``<printf format> <first> <last> <step>`` -> the file names, or [] if not that form."""
+    if len(parts) < 4 or "%" not in parts[0]:
+        return []
+    try:
+        first, last, step = (int(p) for p in parts[1:4])
+        if step == 0 or abs(last - first) // abs(step) > _MAX_DATA_FILES:
+            return []
+        stop = last + (1 if step > 0 else -1)
+        return [parts[0] % i for i in range(first, stop, step)]
+    except (ValueError, TypeError):
+        return []
+
+
+def _data_files(path: Path, head: bytes, source_format: str) -> list[Path]:
+    """The data files a detached header (``.nhdr``, ``.mhd``) names, relative to its folder.
+
+    Handles a single name, ``LIST`` (names on the following lines) and the
+    ``printf``-pattern form; anything else gives ``[]``.
+    """
+    spec = _data_file_spec(_header_lines(head, source_format), source_format)
+    if spec is None:
+        return []
+    value, rest = spec
+    parts = value.split()
+    if parts and parts[0].upper() == "LIST":
+        names = [line.strip() for line in rest if line.strip() and not line.startswith("#")]
+    elif _pattern_files(parts):
+        names = _pattern_files(parts)
+    else:
+        names = [value] if value else []
+    return [path.parent / name for name in names[:_MAX_DATA_FILES]]
+
+
+def _kind(path: Path, head: bytes) -> tuple[str, str]:
     """(source_format, SimpleITK ImageIO) of a file: by its magic, else by its suffix."""
-    with open(path, "rb") as fh:
-        head = fh.read(1024)
+    head = head[:1024]
     if head.startswith(b"NRRD"):
         return _READ[".nrrd"]
     if _suffix(path) in _READ:
@@ -88,24 +163,35 @@ def read_itk(path: str | Path) -> Volume:
 
     Returns:
         A Volume: float32 ``(C, X, Y, Z)``, affine voxel -> RAS mm, meta
-        ``source_format`` (``"nrrd"`` or ``"mha"``), ``source_paths``, ``dtype``
-        (on-disk component type), ``range``.
+        ``source_format`` (``"nrrd"`` or ``"mha"``), ``source_paths`` (the
+        header, then for a detached header the data files it names, so that no
+        output replaces them), ``dtype`` (on-disk component type), ``range``.
 
     Raises:
-        InputError: missing, truncated or corrupt file, a 4D+ or complex image,
-            NaN or infinite voxels.
+        InputError: missing, unreadable, truncated or corrupt file (or data
+            file), a 4D+ or complex image, NaN or infinite voxels.
         GeometryError: a singular geometry (zero spacing).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path, fix="check the path")
-    source_format, image_io = _kind(path)
+    head = _read_head(path)
+    source_format, image_io = _kind(path, head)
+    data_files = _data_files(path, head, source_format)
     reader = sitk.ImageFileReader()
     reader.SetImageIO(image_io)
     reader.SetFileName(str(path))
     try:
         image = reader.Execute()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
     except RuntimeError as exc:
+        if len(data_files) == 1 and not data_files[0].is_file():
+            raise InputError(
+                f"its data file {data_files[0]} is missing",
+                path,
+                fix="keep the header and its data file together, or fix the header's data file line",
+            ) from exc
         raise InputError(
             f"truncated or corrupt {_LABEL[source_format]}: {_reason(exc)}",
             path,
@@ -133,7 +219,7 @@ def read_itk(path: str | Path) -> Volume:
     check_finite(array, path)
     meta = {
         "source_format": source_format,
-        "source_paths": [str(path)],
+        "source_paths": [str(path), *(str(p) for p in data_files)],
         **intensity_meta(array, values.dtype),
     }
     try:

@@ -150,13 +150,28 @@ def read_nifti(path: str | Path) -> Volume:
         raise GeometryError(exc.problem, path, fix="fix the header's pixdim/sform/qform") from exc
 
 
+def _qform_represents(header: nib.Nifti1Header, affine: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether the qform nibabel set in ``header`` reproduces ``affine``.
+
+    A qform is a rotation times positive zooms (and a flip): it cannot hold a
+    sheared affine, whose columns are not orthogonal. nibabel then stores the
+    nearest rigid+zoom affine, which :func:`read_nifti` would report as disagreeing
+    with the sform. The test is on the field-of-view corners, the reader's test,
+    with half its tolerance left for float32 storage.
+    """
+    qform = header.get_qform()
+    diff = np.linalg.norm(world_corners(qform, shape) - world_corners(affine, shape), axis=1)
+    return bool(diff.max() <= XFORM_AGREE_MM / 2)
+
+
 def write_nifti(volume: Volume, path: str | Path) -> None:
     """Write ``volume`` as NIfTI-1 (NIfTI-2 when a dimension exceeds 32767).
 
     One channel gives a 3D file, ``C`` channels a 4D file ``(X, Y, Z, C)``. The
     dtype is :func:`~mrisr.io.intensity.storage_dtype`'s (integers round-trip
-    exactly); qform and sform are both set to the affine with code 1 (scanner),
-    units mm. The file is written in place: use
+    exactly); sform and qform are both set to the affine with code 1 (scanner),
+    units mm, except that a sheared affine (columns not orthogonal), which no
+    qform can hold, gets qform code 0 so that readers use the exact sform. The file is written in place: use
     :func:`~mrisr.io.atomic.atomic_output` around it for safe replacement.
     """
     path = Path(path)
@@ -176,6 +191,8 @@ def write_nifti(volume: Volume, path: str | Path) -> None:
     img.set_sform(affine, code=SCANNER_CODE)
     img.set_qform(affine, code=SCANNER_CODE)
     header = img.header
+    if not _qform_represents(header, affine, array.shape[1:]):
+        header["qform_code"] = 0  # quaternions and pixdim stay as the nearest rigid+zoom guess
     header.set_data_dtype(dtype)
     header.set_xyzt_units(xyz="mm")
     header["descrip"] = b"mrisr"

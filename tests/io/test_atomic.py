@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mrisr.errors import OutputError
+from mrisr.errors import InputError, MrisrError, OutputError
 from mrisr.io.atomic import atomic_output
 
 
@@ -75,28 +75,187 @@ def test_folder_output_created_and_replaced_with_force(tmp_path: Path) -> None:
     dest = tmp_path / "series"
     with atomic_output(dest, force=False) as tmp:
         tmp.mkdir()
-        (tmp / "old.dcm").write_bytes(b"1")
-    assert _names(dest) == ["old.dcm"]
+        (tmp / "IM_0001.dcm").write_bytes(b"1")
+        (tmp / "IM_0002.dcm").write_bytes(b"1")
+    assert _names(dest) == ["IM_0001.dcm", "IM_0002.dcm"]
     with pytest.raises(OutputError, match="force"):
         with atomic_output(dest, force=False):
             pass  # pragma: no cover
     with atomic_output(dest, force=True) as tmp:
         tmp.mkdir()
-        (tmp / "new.dcm").write_bytes(b"2")
-    assert _names(dest) == ["new.dcm"]  # the old series is gone, not merged
+        (tmp / "IM_1.dcm").write_bytes(b"2")
+    assert _names(dest) == ["IM_1.dcm"]  # the old series is gone, not merged
     assert _names(tmp_path) == ["series"]
 
 
-def test_file_replaces_folder_and_folder_replaces_file(tmp_path: Path) -> None:
-    dest = tmp_path / "out"
+def test_empty_folder_is_replaced_with_force(tmp_path: Path) -> None:
+    dest = tmp_path / "series"
     dest.mkdir()
-    (dest / "x").write_bytes(b"1")
-    with atomic_output(dest, force=True) as tmp:
-        tmp.write_bytes(b"file")
-    assert dest.read_bytes() == b"file"
     with atomic_output(dest, force=True) as tmp:
         tmp.mkdir()
-    assert dest.is_dir() and _names(tmp_path) == ["out"]
+        (tmp / "IM_01.dcm").write_bytes(b"new")
+    assert _names(dest) == ["IM_01.dcm"]
+
+
+@pytest.mark.parametrize("writer_makes", ["file", "folder"])
+def test_folder_and_file_never_replace_each_other(tmp_path: Path, writer_makes: str) -> None:
+    dest = tmp_path / "out"
+    if writer_makes == "file":
+        dest.mkdir()  # an (empty, so otherwise replaceable) folder
+        expected = "is a folder; refusing to replace a folder with a file"
+    else:
+        dest.write_bytes(b"old")
+        expected = "is a file; refusing to replace a file with a folder"
+    with pytest.raises(OutputError) as info:
+        with atomic_output(dest, force=True) as tmp:
+            if writer_makes == "file":
+                tmp.write_bytes(b"new")
+            else:
+                tmp.mkdir()
+                (tmp / "IM_0001.dcm").write_bytes(b"new")
+    assert expected in str(info.value) and str(dest) in str(info.value)
+    assert ".tmp-" not in str(info.value)
+    assert _names(tmp_path) == ["out"]  # nothing replaced, temp removed
+    if writer_makes == "file":
+        assert dest.is_dir() and _names(dest) == []
+    else:
+        assert dest.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(
+    ("content", "offending"),
+    [
+        (["IM_0001.dcm", "thesis.docx"], "thesis.docx"),
+        (["notes.txt"], "notes.txt"),
+        (["IM_0001.dcm", "IM_0002.DCM"], "IM_0002.DCM"),
+        (["IM_0001.dcm", "IM_x.dcm"], "IM_x.dcm"),
+        (["IM_0001.dcm", "sub/"], "sub"),
+        ([".DS_Store"], ".DS_Store"),
+    ],
+)
+def test_force_never_deletes_a_folder_that_is_not_an_mrisr_series(
+    tmp_path: Path, content: list[str], offending: str
+) -> None:
+    dest = tmp_path / "series"
+    dest.mkdir()
+    for name in content:
+        if name.endswith("/"):
+            (dest / name).mkdir()
+        else:
+            (dest / name).write_bytes(b"keep")
+    reached = False
+    with pytest.raises(OutputError) as info:
+        with atomic_output(dest, force=True) as tmp:
+            reached = True  # pragma: no cover - refused before the writer runs
+            tmp.mkdir()  # pragma: no cover
+    message = str(info.value)
+    assert not reached
+    assert f"holds files that are not an mrisr DICOM series (e.g. {offending})" in message
+    assert "refusing to delete them" in message and "choose a new folder" in message
+    assert _names(dest) == sorted(n.rstrip("/") for n in content)
+    assert _names(tmp_path) == ["series"]
+
+
+def test_folder_that_changes_during_the_write_is_still_checked(tmp_path: Path) -> None:
+    dest = tmp_path / "series"
+    dest.mkdir()
+    with pytest.raises(OutputError, match=r"e\.g\. thesis\.docx"):
+        with atomic_output(dest, force=True) as tmp:
+            (dest / "thesis.docx").write_bytes(b"keep")  # someone saved here meanwhile
+            tmp.mkdir()
+    assert _names(dest) == ["thesis.docx"] and _names(tmp_path) == ["series"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("spelling", [".", "..", "cwd", "ancestor", "root", "home", "home_relative"])
+def test_protected_folders_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool, spelling: str
+) -> None:
+    work = tmp_path / "home" / "me" / "project"
+    work.mkdir(parents=True)
+    (work / "IM_0001.dcm").write_bytes(b"keep")  # would otherwise pass as a series folder
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home" / "me"))
+    dest, expected = {
+        ".": (Path("."), "is the current folder"),
+        "..": (Path(".."), "is a folder above the current folder"),
+        "cwd": (work, "is the current folder"),
+        "ancestor": (tmp_path, "is a folder above the current folder"),
+        "root": (Path(work.anchor), "is the filesystem root"),
+        "home": (tmp_path / "home" / "me", "is a folder above"),
+        "home_relative": (Path("../../me/project/.."), "is a folder above"),
+    }[spelling]
+    with pytest.raises(OutputError) as info:
+        with atomic_output(dest, force=force) as tmp:
+            tmp.mkdir()  # pragma: no cover
+    message = str(info.value)
+    assert expected in message and "refusing to write there" in message
+    assert "choose a new folder" in message
+    assert _names(work) == ["IM_0001.dcm"]
+
+
+def test_home_folder_is_refused_from_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "me"
+    home.mkdir()
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(OutputError, match="is your home folder; refusing to write there"):
+        with atomic_output(home, force=True) as tmp:
+            tmp.mkdir()  # pragma: no cover
+
+
+def test_dot_dot_below_the_current_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path.parent)
+    (tmp_path / "a").mkdir()
+    with pytest.raises(OutputError, match=r"by reference \('\.' or '\.\.'\)"):
+        with atomic_output(tmp_path / "a" / "..", force=True) as tmp:
+            tmp.mkdir()  # pragma: no cover
+    assert _names(tmp_path) == ["a"]
+
+
+@pytest.mark.parametrize("error_class", [OutputError, InputError])
+def test_writer_errors_name_the_destination_not_the_temporary_path(
+    tmp_path: Path, error_class: type[MrisrError]
+) -> None:
+    dest = tmp_path / "series"
+    with pytest.raises(error_class) as info:
+        with atomic_output(dest, force=False) as tmp:
+            tmp.mkdir()
+            raise error_class(f"bad slice {tmp / 'IM_0002.dcm'}", tmp / "IM_0002.dcm", fix=f"look in {tmp}")
+    error = info.value
+    assert type(error) is error_class
+    assert error.path == str(dest / "IM_0002.dcm")
+    assert error.problem == f"bad slice {dest / 'IM_0002.dcm'}" and error.fix == f"look in {dest}"
+    assert ".tmp-" not in str(error) and str(error) == error.one_line()
+    assert _names(tmp_path) == []
+
+
+def test_writer_os_error_becomes_output_error_on_dest(tmp_path: Path) -> None:
+    dest = tmp_path / "t1.nii.gz"
+    with pytest.raises(OutputError) as info:
+        with atomic_output(dest, force=False) as tmp:
+            raise PermissionError(13, "Permission denied", str(tmp))
+    assert str(info.value) == (
+        f"{dest}: cannot write: Permission denied. Fix: check that the folder exists and is writable."
+    )
+    assert isinstance(info.value.__cause__, PermissionError)
+    assert _names(tmp_path) == []
+
+
+def test_rename_os_error_becomes_output_error_on_dest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "t1.nrrd"
+    dest.write_bytes(b"old")
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link", str(src), None, str(dst))
+
+    with pytest.raises(OutputError, match=r"t1\.nrrd: cannot write: Invalid cross-device link") as info:
+        with atomic_output(dest, force=True) as tmp:
+            tmp.write_bytes(b"new")
+            monkeypatch.setattr(os, "replace", cross_device)
+    monkeypatch.undo()
+    assert ".tmp-" not in str(info.value)
+    assert dest.read_bytes() == b"old" and _names(tmp_path) == ["t1.nrrd"]
 
 
 @pytest.mark.parametrize("spelling", ["same", "relative", "symlink", "inside"])

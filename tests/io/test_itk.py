@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from conftest import AXIS_ORDERS, needs_shared_data, phantom
 
 from mrisr.errors import InputError, OutputError
-from mrisr.io.itk import read_itk, write_itk
+from mrisr.io import itk, save
+from mrisr.io.itk import _data_files, read_itk, write_itk
 from mrisr.io.nifti import read_nifti, write_nifti
 from mrisr.volume import GEOMETRY_ATOL_MM, Volume
 
@@ -206,3 +207,95 @@ def test_nrrd_content_is_recognised_whatever_the_suffix(tmp_path: Path) -> None:
 def test_write_refuses_detached_and_foreign_formats(tmp_path: Path, name: str) -> None:
     with pytest.raises(OutputError, match=r"\.nrrd or \.mha"):
         write_itk(phantom(), tmp_path / name)
+
+
+def _sitk_image(volume: Volume) -> sitk.Image:
+    return sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(volume.array[0], (2, 1, 0))))
+
+
+@pytest.mark.parametrize(("header", "data"), [("p.nhdr", "p.raw"), ("p.mhd", "p.raw"), ("z.nhdr", "z.raw.gz")])
+def test_detached_header_lists_its_data_file_as_a_source(tmp_path: Path, header: str, data: str) -> None:
+    volume = phantom(2, seed=2)
+    sitk.WriteImage(_sitk_image(volume), str(tmp_path / header), useCompression=header.startswith("z"))
+    assert (tmp_path / data).is_file()
+    back = read_itk(tmp_path / header)
+    assert back.meta["source_paths"] == [str(tmp_path / header), str(tmp_path / data)]
+    np.testing.assert_array_equal(back.array, volume.array)
+
+
+def test_force_never_overwrites_a_detached_data_file(tmp_path: Path) -> None:
+    # A MetaImage header whose raw data file happens to carry an output suffix.
+    sitk.WriteImage(_sitk_image(phantom(0, seed=1)), str(tmp_path / "p.mhd"))
+    (tmp_path / "p.raw").rename(tmp_path / "pixels.nrrd")
+    text = (tmp_path / "p.mhd").read_text().replace("ElementDataFile = p.raw", "ElementDataFile = pixels.nrrd")
+    (tmp_path / "p.mhd").write_text(text)
+    raw = (tmp_path / "pixels.nrrd").read_bytes()
+    volume = read_itk(tmp_path / "p.mhd")
+    with pytest.raises(OutputError, match="input"):
+        save(volume, tmp_path / "pixels.nrrd", force=True)
+    assert (tmp_path / "pixels.nrrd").read_bytes() == raw
+    save(volume, tmp_path / "copy.nrrd")  # a new path is fine
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("data file: LIST 2\ns0.raw\ns1.raw\n", ["s0.raw", "s1.raw"]),
+        ("data file: s%02d.raw 1 5 2 2\n", ["s01.raw", "s03.raw", "s05.raw"]),
+        ("data file: sub/one.raw\n", ["sub/one.raw"]),
+    ],
+)
+def test_nrrd_data_file_forms(tmp_path: Path, field: str, names: list[str]) -> None:
+    head = f"NRRD0004\ntype: short\ndimension: 3\n{field}".encode()
+    header = tmp_path / "h.nhdr"
+    assert _data_files(header, head, "nrrd") == [tmp_path / n for n in names]
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("ElementDataFile = LOCAL\n\x00\x01", []),
+        ("ElementDataFile = LIST\na.raw\nb.raw\n", ["a.raw", "b.raw"]),
+        ("ElementDataFile = im%03d.raw 1 2 1\n", ["im001.raw", "im002.raw"]),
+        ("ElementDataFile = my data.raw\n", ["my data.raw"]),
+    ],
+)
+def test_metaimage_data_file_forms(tmp_path: Path, field: str, names: list[str]) -> None:
+    head = f"ObjectType = Image\nNDims = 3\n{field}".encode("latin-1")
+    header = tmp_path / "h.mhd"
+    assert _data_files(header, head, "mha") == [tmp_path / n for n in names]
+
+
+def test_missing_data_file_is_named(tmp_path: Path) -> None:
+    sitk.WriteImage(_sitk_image(phantom()), str(tmp_path / "p.nhdr"))
+    (tmp_path / "p.raw").unlink()
+    with pytest.raises(InputError, match=r"p\.nhdr: its data file .*p\.raw is missing"):
+        read_itk(tmp_path / "p.nhdr")
+
+
+def test_unreadable_file_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.nrrd"
+    write_itk(phantom(), path)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(itk, "open", refuse, raising=False)
+    with pytest.raises(InputError, match=r"locked\.nrrd: cannot read: Permission denied\. Fix: check"):
+        read_itk(path)
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), OSError(5, "Input/output error")])
+def test_os_errors_from_simpleitk_are_input_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    path = tmp_path / "p.mha"
+    write_itk(phantom(), path)
+
+    def execute(self: sitk.ImageFileReader) -> sitk.Image:
+        raise error
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", execute)
+    with pytest.raises(InputError, match=rf"p\.mha: cannot read: {error.strerror}") as info:
+        read_itk(path)
+    assert info.value.__cause__ is error

@@ -247,3 +247,29 @@ def test_nan_voxels_are_refused(tmp_path: Path) -> None:
 def test_write_refuses_other_suffixes(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"\.nii or \.nii\.gz"):
         write_nifti(phantom(), tmp_path / "x.nrrd")
+
+
+def test_sheared_affine_writes_exact_sform_and_no_qform(tmp_path: Path) -> None:
+    volume = phantom(5, seed=4)
+    sheared = volume.affine.copy()
+    sheared[:3, 1] += 0.05 * sheared[:3, 0]  # column 1 leans towards column 0: no rotation x zooms
+    volume = Volume(volume.array, sheared, volume.meta)
+    path = tmp_path / "sheared.nii.gz"
+    write_nifti(volume, path)
+    header = nib.load(path).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (1, 0)
+    back = _read_quietly(path)  # no "sform and qform disagree" warning from our own file
+    np.testing.assert_allclose(back.affine, sheared, rtol=0, atol=1e-4)  # float32 storage
+    np.testing.assert_array_equal(back.affine, header.get_sform())
+    assert back.meta["nifti_sform_code"] == 1 and back.meta["nifti_qform_code"] == 0
+
+
+def test_nearly_orthogonal_affine_keeps_both_codes(tmp_path: Path) -> None:
+    volume = phantom(9, seed=6)
+    affine = volume.affine.copy()
+    affine[:3, 1] += 1e-7 * affine[:3, 0]  # rounding noise, as in DICOM orientations
+    path = tmp_path / "rigid.nii"
+    write_nifti(Volume(volume.array, affine, volume.meta), path)
+    header = nib.load(path).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (1, 1)
+    _read_quietly(path)
