@@ -64,7 +64,7 @@ def _format_info(path: str, summary: dict[str, Any]) -> str:
         + (f"  ({summary['n_volumes']} volumes)" if summary["n_volumes"] > 1 else ""),
         "spacing     " + " x ".join(f"{s:.4f}" for s in summary["spacing"]) + " mm",
         f"axcodes     {summary['axcodes']}",
-        f"range       {summary['range'][0]:g} .. {summary['range'][1]:g}  (stored as {summary['dtype']})",
+        f"range       {summary['range'][0]:g} .. {summary['range'][1]:g}  (values fit {summary['dtype']})",
         "affine      (voxel index -> RAS mm)",
         *(f"            {row(r)}" for r in summary["affine"][:3]),
         "corners     (field of view, RAS mm)",
@@ -96,21 +96,34 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mrisr", description="MRI super-resolution with exact geometry."
-    )
-    parser.add_argument("--version", action="version", version=f"mrisr {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2), like every other mrisr error."""
 
-    info = sub.add_parser("info", help="print a scan's geometry summary")
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"mrisr: error: {self.prog}: {message}. Fix: see `{self.prog} --help`.", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --quiet goes before or after the subcommand; the subcommands' copy (default SUPPRESS)
+    # must not reset it. Parents share action objects, hence one parent per default.
+    def quiet(default: object) -> argparse.ArgumentParser:
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument("--quiet", action="store_true", default=default, help="print only errors")
+        return parent
+
+    common = quiet(argparse.SUPPRESS)
+    parser = _Parser(prog="mrisr", description="MRI super-resolution with exact geometry.", parents=[quiet(False)])
+    parser.add_argument("--version", action="version", version=f"mrisr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    info = sub.add_parser("info", help="print a scan's geometry summary", parents=[common])
     info.add_argument("path", type=Path, help="NIfTI, NRRD, MHA file; DICOM file, folder or archive")
-    info.add_argument("--series", help="DICOM series id when the input holds several")
+    info.add_argument("--series", help="DICOM series id (see the series list) when the input holds several")
     info.add_argument("--json", action="store_true", help="print JSON for machines")
     info.set_defaults(func=_cmd_info)
 
-    convert = sub.add_parser("convert", help="convert between NIfTI, NRRD, MHA and DICOM")
+    convert = sub.add_parser("convert", help="convert between NIfTI, NRRD, MHA and DICOM", parents=[common])
     convert.add_argument("input", type=Path)
     convert.add_argument("output", type=Path, help="output file, or folder for --format dicom")
     convert.add_argument("--format", choices=sorted(FORMATS), help="default: from the extension")
@@ -136,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # pydicom's value-validation chatter (over-long strings scanners write) changes nothing here
+        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
         _one_line_warnings(args.quiet)
         try:
             return int(args.func(args))

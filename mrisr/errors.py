@@ -38,8 +38,8 @@ class MrisrError(Exception):
         """The message as one line: ``path: problem. Fix: fix.``"""
         text = self.problem if self.path is None else f"{self.path}: {self.problem}"
         if self.fix:
-            text += f". Fix: {self.fix}"
-        return " ".join(text.split()) + "."
+            text += f"{'' if text.endswith(('?', '!')) else '.'} Fix: {self.fix}"
+        return " ".join(text.split()) + ("" if text.endswith(("?", "!")) else ".")
 
 
 class InputError(MrisrError, ValueError):

@@ -55,7 +55,7 @@ class Volume:
     """An image with exact geometry.
 
     Attributes:
-        array: float32 array ``(C, X, Y, Z)``, numpy or torch.
+        array: float32 array ``(C, X, Y, Z)``, numpy or torch (other dtypes are cast).
         affine: 4x4 float64, voxel index -> world mm, RAS, voxel centres.
         meta: what writers need to go back where the data came from
             (``source_format``, ``dtype``, ``range``, DICOM template and UIDs...).
@@ -75,6 +75,7 @@ class Volume:
         affine = _as_affine(self.affine)
         affine.flags.writeable = False
         object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "array", _as_float32(self.array))
         object.__setattr__(self, "meta", dict(self.meta))
 
     @property
@@ -105,6 +106,16 @@ class Volume:
     def replace(self, **changes: Any) -> Volume:
         """A copy with some fields changed (``array``, ``affine``, ``meta``)."""
         return replace(self, **changes)
+
+
+def _as_float32(array: Any) -> Any:
+    """``array`` as float32 (numpy or torch, unchanged when it already is)."""
+    if isinstance(array, np.ndarray):
+        return array if array.dtype == np.float32 else array.astype(np.float32)
+    dtype = getattr(array, "dtype", None)
+    if dtype is not None and str(dtype) != "torch.float32" and hasattr(array, "float"):
+        return array.float()
+    return array
 
 
 def spacing(affine: np.ndarray) -> np.ndarray:

@@ -96,7 +96,8 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
-    assert "usage" in capsys.readouterr().err
+    line = _one_error_line(capsys.readouterr().err)  # usage errors are one line too
+    assert "COMMAND" in line and "--help" in line
 
 
 # --------------------------------------------------------------------------- info
@@ -249,7 +250,7 @@ def test_convert_existing_output_needs_force(
     out = tmp_path / name
     if extra:
         out.mkdir()
-        (out / "old.txt").write_text("old output")
+        (out / "IM_0001.dcm").write_text("old output")  # a previous mrisr series may be replaced
     else:
         out.write_bytes(b"old output")
     before = digest(out)
@@ -265,8 +266,19 @@ def test_convert_existing_output_needs_force(
     assert code == 0, err
     back = mrisr.load(out)
     assert np.abs(back.corners - world_corners(volume.affine, volume.shape)).max() < 1e-4
-    assert not (out / "old.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])
+
+
+def test_force_never_deletes_other_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, nifti_in) -> None:
+    """--force replaces an earlier mrisr series, never a folder holding anything else."""
+    src, _ = nifti_in
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.docx").write_text("years of work")
+    code, _, err = run(capsys, "convert", src, out, "--format", "dicom", "--force")
+    assert code == 2
+    assert "thesis.docx" in _one_error_line(err)
+    assert (out / "thesis.docx").read_text() == "years of work"
 
 
 def test_convert_onto_input_file_refused_even_with_force(

@@ -117,3 +117,12 @@ def test_crop_keeps_world_positions() -> None:
     np.testing.assert_allclose(crop_affine(vol.affine, (0, 0, 0)), vol.affine)
     with pytest.raises(InputError, match="crop box"):
         crop(vol, (0, 0, 0), (11, 8, 6))
+
+
+def test_volume_array_is_float32() -> None:
+    vol = Volume(np.arange(8, dtype=np.int16).reshape(1, 2, 2, 2), np.eye(4))
+    assert vol.array.dtype == np.float32
+    tvol = Volume(torch.zeros((1, 2, 2, 2), dtype=torch.float64), np.eye(4))
+    assert tvol.array.dtype == torch.float32
+    same = np.zeros((1, 2, 2, 2), np.float32)
+    assert Volume(same, np.eye(4)).array is same  # no copy when already float32

@@ -8,8 +8,6 @@ NRRD and MetaImage.
 from __future__ import annotations
 
 import gzip
-import shutil
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from os import PathLike
@@ -33,6 +31,9 @@ PathArg = str | PathLike[str]
 #: Output formats and the extensions that select them. Detached-header formats
 #: (.nhdr, .mhd) are read but not written: their two files cannot be renamed atomically.
 FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",), "dicom": ()}
+
+#: Endings of single-file formats, read or written; a DICOM output folder must not end so.
+_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".zip", ".tar", ".tgz")
 
 _PICTURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF"}
 
@@ -63,14 +64,17 @@ def _dicom_kind(head: bytes) -> str:
 
 
 def detect_format(path: Path) -> str:
-    """What a file holds, by content: ``nifti``, ``dicom``, ``dicom-gz``, ``dicomdir``,
+    """What a file holds, by content: ``nifti``, ``dicom`` (plain or gzip), ``dicomdir``,
     ``nrrd``, ``mha``, ``archive``.
 
     Raises:
         InputError: unknown content, with what it looks like and a fix.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(1024)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror})", path, "check its permissions") from None
     if not head:
         raise InputError("file is empty", path, "check the path; the file holds no data")
     if head[:2] == b"\x1f\x8b":
@@ -82,7 +86,7 @@ def detect_format(path: Path) -> str:
         if _is_nifti_header(inner):
             return "nifti"
         if _is_dicom_header(inner):
-            return "dicom-gz"
+            return "dicom"  # read_header decompresses it
         if inner[257:262] == b"ustar":
             return "archive"
         raise InputError(
@@ -120,9 +124,10 @@ def detect_format(path: Path) -> str:
 
 
 def _as_paths(path: PathArg | Sequence[PathArg]) -> list[Path]:
-    if isinstance(path, (str, PathLike)):
-        return [Path(path)]
-    paths = [Path(p) for p in path]
+    items = [path] if isinstance(path, (str, PathLike)) else list(path)
+    if any(str(p) == "" for p in items):  # Path("") would silently mean the current folder
+        raise InputError("empty path", "input", "give a file, a folder or a list of files")
+    paths = [Path(p) for p in items]
     if not paths:
         raise InputError("empty list of input files", "input", "give a file, a folder or a list of files")
     return paths
@@ -139,36 +144,32 @@ def _dicomdir_files(path: Path) -> list[Path]:
     return [Path(instance.path) for instance in fileset]
 
 
-def _resolve(paths: list[Path], stack: ExitStack) -> tuple[str, list[Path], Path, bool]:
-    """(kind, files, where, strict) for the inputs; archives are extracted into ``stack``.
+def _resolve(paths: list[Path], stack: ExitStack) -> tuple[str, list[Path], Path, bool, Path | None]:
+    """(kind, files, where, strict, container) for the inputs.
 
-    For extracted inputs (archives, ``.dcm.gz``) ``files`` lie in a temporary folder.
+    Archives are extracted into a temporary folder that ``stack`` removes; then the
+    archive is the ``container`` and the files are temporary. A DICOMDIR is the container
+    of the files it references. ``container`` is None otherwise.
     """
     for p in paths:
         if not p.exists():
             raise InputError("does not exist", p, "check the path (and quote paths with spaces)")
     where = paths[0]
     if len(paths) > 1:
-        return "dicom", dicom_files(paths), where, True
+        return "dicom", dicom_files(paths), where, True, None
     path = paths[0]
     if path.is_dir():
         files = dicom_files([path])
         if not files:
             raise InputError("folder is empty", path, "point mrisr at a folder of DICOM images")
-        return "dicom", files, where, False
+        return "dicom", files, where, False, None
     kind = detect_format(path)
     if kind == "archive":
         folder = stack.enter_context(extracted(path))
-        return "dicom", dicom_files([folder]), where, False
+        return "dicom", dicom_files([folder]), where, False, path
     if kind == "dicomdir":
-        return "dicom", _dicomdir_files(path), where, True
-    if kind == "dicom-gz":
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mrisr-gz-")))
-        inner = tmp / (path.name[:-3] if path.name.endswith(".gz") else path.name + ".dcm")
-        with gzip.open(path, "rb") as src, open(inner, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return "dicom", [inner], where, True
-    return kind, [path], where, True
+        return "dicom", _dicomdir_files(path), where, True, path
+    return kind, [path], where, True, None
 
 
 def load(path: PathArg | Sequence[PathArg], series: str | None = None) -> Volume:
@@ -190,12 +191,15 @@ def load(path: PathArg | Sequence[PathArg], series: str | None = None) -> Volume
     """
     paths = _as_paths(path)
     with ExitStack() as stack:
-        kind, files, where, strict = _resolve(paths, stack)
+        kind, files, where, strict, container = _resolve(paths, stack)
         if kind == "dicom":
             volume = read_dicom(files, where, series, strict)
-            if paths[0].is_file() and files[0] != paths[0]:  # extracted: the archive is the source
-                volume.meta["source_paths"] = [str(paths[0])]
-            return volume
+            if container is None:
+                return volume
+            # An archive's files are temporary: the archive is the input. A DICOMDIR's are real.
+            extracted_files = is_archive(container)
+            sources = [str(container)] + ([] if extracted_files else volume.meta["source_paths"])
+            return volume.replace(meta={**volume.meta, "source_paths": sources})
         if series is not None:
             raise InputError(f"series={series!r} applies to DICOM inputs only", where, "drop --series")
         if kind == "nifti":
@@ -208,7 +212,7 @@ def list_series(path: PathArg | Sequence[PathArg]) -> list[SeriesInfo]:
     """The DICOM image series in ``path`` (empty for NIfTI, NRRD, MetaImage)."""
     paths = _as_paths(path)
     with ExitStack() as stack:
-        kind, files, where, strict = _resolve(paths, stack)
+        kind, files, where, strict, _ = _resolve(paths, stack)
         if kind != "dicom":
             return []
         return list_dicom_series(files, where, strict)
@@ -221,6 +225,12 @@ def output_format(path: Path, format: str | None) -> str:
         if format not in FORMATS:
             raise OutputError(
                 f"unknown format {format!r}", path, f"use one of {', '.join(FORMATS)}"
+            )
+        if format == "dicom" and name.endswith(_FILE_SUFFIXES):
+            raise OutputError(
+                "a DICOM series is written to a folder, but the path ends like a file name",
+                path,
+                "give a folder name without an extension, or drop --format dicom",
             )
         if FORMATS[format] and not name.endswith(FORMATS[format]):
             raise OutputError(
@@ -253,15 +263,7 @@ def save(volume: Volume, path: PathArg, format: str | None = None, force: bool =
     """
     dest = Path(path)
     fmt = output_format(dest, format)
-    sources = [Path(p).resolve() for p in volume.meta.get("source_paths", [])]
-    target = dest.resolve()
-    if any(target == s or target in s.parents for s in sources):
-        raise OutputError(
-            "would overwrite or delete an input of this volume",
-            dest,
-            "write to a new path; inputs are never modified",
-        )
-    with atomic_output(dest, force, sources) as tmp:
+    with atomic_output(dest, force, volume.meta.get("source_paths", [])) as tmp:
         if fmt == "nifti":
             write_nifti(volume, tmp)
         elif fmt == "dicom":

@@ -23,7 +23,15 @@ from pydicom.dataset import Dataset
 from ..errors import InputError
 from ..volume import Volume
 from .dicom_series import SeriesInfo, describe, group_candidates, pick, stack_volumes
-from .dicom_slices import DICOMDIR_SOP_CLASS, SliceRecord, UnusableImage, read_header, records_from_dataset
+from .dicom_slices import (
+    DICOMDIR_SOP_CLASS,
+    SliceRecord,
+    UnusableImage,
+    is_image_header,
+    looks_like_dicom,
+    read_header,
+    records_from_dataset,
+)
 from .intensity import check_finite
 
 __all__ = ["read_dicom", "list_dicom_series", "scan_records"]
@@ -57,11 +65,12 @@ def scan_records(
     skipped: list[Path] = []
     no_pixels: list[Path] = []
     unusable: list[UnusableImage] = []
+    headers_only: list[tuple[Path, str]] = []
     for path in files:
         try:
             ds = read_header(path)
         except InputError:
-            if strict:
+            if strict or looks_like_dicom(path):  # a broken DICOM file is an error, not junk
                 raise
             skipped.append(path)
             continue
@@ -75,10 +84,27 @@ def scan_records(
             unusable.append(exc)
             continue
         if not recs:
-            no_pixels.append(path)
+            if is_image_header(ds):
+                headers_only.append((path, str(ds.get("SeriesInstanceUID", ""))))
+            else:
+                no_pixels.append(path)
             continue
         datasets[path] = ds
         records.extend(recs)
+    # An image header without pixels beside complete images of its series, or named alone,
+    # is a cut file: never a silently thinner volume. A whole series of them is skipped.
+    series_with_pixels = {r.series_uid for r in records}
+    for path, uid in headers_only:
+        if uid in series_with_pixels or len(files) == 1:
+            raise InputError(
+                "truncated: image header without pixel data", path, "the file is incomplete; copy or export it again"
+            )
+    no_pixels.extend(path for path, _ in headers_only)
+    if skipped and records:
+        warnings.warn(
+            f"{where}: skipped {len(skipped)} file(s) that are not DICOM, e.g. {skipped[0].name}",
+            stacklevel=3,
+        )
     if unusable and records:
         warnings.warn(
             f"{where}: skipped {len(unusable)} image(s) mrisr cannot place in 3D, e.g. {unusable[0].one_line()}",
@@ -106,23 +132,11 @@ def scan_records(
 
 def list_dicom_series(files: Sequence[Path], where: Path, strict: bool = False) -> list[SeriesInfo]:
     """The image series (candidates) found in ``files``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
-        records, _ = scan_records(files, where, strict)
+    records, _ = scan_records(files, where, strict)
     return [describe(c) for c in group_candidates(records)]
 
 
 def read_dicom(
-    files: Sequence[Path], where: Path, series: str | None = None, strict: bool = False
-) -> Volume:
-    """Read one DICOM series (see :func:`_read_dicom`), silencing pydicom's warnings about
-    over-long or malformed values, which real scanners write and which change nothing here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
-        return _read_dicom(files, where, series, strict)
-
-
-def _read_dicom(
     files: Sequence[Path], where: Path, series: str | None = None, strict: bool = False
 ) -> Volume:
     """Read one DICOM series from ``files``.
@@ -146,7 +160,7 @@ def _read_dicom(
     # Filled slice by slice in (C, Z, rows, cols) order, contiguous writes; returned as the
     # (C, X, Y, Z) view of it, the same memory layout as NIfTI's (Fortran order per channel).
     stack = np.empty((len(volumes), len(volumes[0]), first.rows, first.cols), dtype=np.float32)
-    float_pixels = any(not _integer_pixels(datasets[r.path]) for v in volumes for r in v)
+    float_pixels = any(not _has_integer_pixel_data(datasets[r.path]) for v in volumes for r in v)
     _fill(stack, volumes, datasets, where)
     array = stack.transpose(0, 3, 2, 1)
     if float_pixels:
@@ -235,8 +249,13 @@ def _fill(
 
     jobs = [(c, k, rec) for c, volume in enumerate(volumes) for k, rec in enumerate(volume)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for future in [pool.submit(copy_plane, *job) for job in jobs]:
-            future.result()  # re-raises the first InputError
+        futures = [pool.submit(copy_plane, *job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()  # re-raises the first InputError
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     for path in shared:
         _drop_pixels(datasets[path])
 
@@ -264,7 +283,7 @@ def _drop_pixels(ds: Dataset) -> None:
             del ds[keyword]
 
 
-def _integer_pixels(ds: Dataset) -> bool:
+def _has_integer_pixel_data(ds: Dataset) -> bool:
     """True when the pixel data are integers (then rescaled values are finite)."""
     return "PixelData" in ds
 
@@ -274,13 +293,16 @@ _NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 
 
 def _decode_native(ds: Dataset) -> np.ndarray | None:
-    """Uncompressed little-endian pixels straight from the buffer, or None when pydicom
-    must handle them (sign extension of signed values stored in fewer bits, odd sizes).
-    Byte for byte what ``pixel_array`` gives for these files, about 20x faster."""
+    """Uncompressed little-endian integer pixels straight from the buffer, or None when
+    pydicom must handle them (float pixel data, sign extension of signed values stored in
+    fewer bits, other syntaxes). Unsigned values stored in fewer bits are masked to those
+    bits, as pydicom does. The same values as ``pixel_array``, about 20x faster."""
     bits = int(ds.get("BitsAllocated", 0))
     stored = int(ds.get("BitsStored", bits))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
-    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE or bits not in (8, 16, 32):
+    if "PixelData" not in ds or bits not in (8, 16, 32):
+        return None
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE:
         return None
     if signed and stored != bits:
         return None
@@ -292,6 +314,8 @@ def _decode_native(ds: Dataset) -> np.ndarray | None:
     if len(buffer) < count * dtype.itemsize:
         return None  # short: let pydicom report it
     pixels = np.frombuffer(buffer, dtype=dtype, count=count)
+    if not signed and 0 < stored < bits:
+        pixels = pixels & dtype.type((1 << stored) - 1)  # drop overlay/junk bits above BitsStored
     return pixels.reshape((frames, rows, cols) if frames > 1 else (rows, cols))
 
 

@@ -30,8 +30,9 @@ __all__ = ["SeriesCandidate", "SeriesInfo", "group_candidates", "stack_volumes"]
 ORIENTATION_ATOL = 1e-3
 #: Floating-point noise (mm) in positions written at full precision.
 POSITION_NOISE_MM = 1e-3
-#: Relative spacing jitter accepted on top of the rounding of the stored positions.
-SPACING_JITTER_REL = 0.02
+#: The largest position error (mm) put down to rounding of the stored strings (0.1 mm steps
+#: give 0.17 mm; whole-millimetre rounding would exceed it and is not accepted as exact).
+MAX_ROUNDING_MM = 0.25
 
 
 @dataclass
@@ -69,7 +70,8 @@ class SeriesInfo:
 
     def summary(self) -> str:
         """One line: id, number, description, slice count."""
-        slices = f"{self.n_slices} slices" if self.n_slices else f"{self.n_images} images"
+        count = self.n_slices or self.n_images
+        slices = f"{count} {'slice' if self.n_slices else 'image'}{'s' if count != 1 else ''}"
         if self.n_volumes and self.n_volumes > 1:
             slices += f" x {self.n_volumes} volumes"
         number = "?" if self.number is None else self.number
@@ -133,9 +135,16 @@ def _projection(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarra
 
 
 def _position_tolerance(records: Sequence[SliceRecord]) -> float:
-    """How far (mm) two stored positions may differ by rounding alone."""
-    quantum = max((r.position_quantum for r in records), default=0.0)
-    return POSITION_NOISE_MM + np.sqrt(3.0) * quantum
+    """How far (mm) a slice may sit from its place on a uniform grid by rounding alone.
+
+    Each stored coordinate is off by at most q/2 (q: the rounding step of the position
+    strings, median over the slices), so a projection by at most q*sqrt(3)/2, and a
+    residual from the line through the end slices by at most twice that. Capped at
+    ``MAX_ROUNDING_MM``: coarser positions are not rounding any more.
+    """
+    quanta = [r.position_quantum for r in records if r.position_quantum > 0]
+    quantum = float(np.median(quanta)) if quanta else 0.0
+    return POSITION_NOISE_MM + min(np.sqrt(3.0) * quantum, MAX_ROUNDING_MM)
 
 
 def _valid_split(
@@ -175,7 +184,7 @@ def split_volumes(
     order = np.argsort(d, kind="stable")
     close = np.diff(d[order]) <= tol
     if not np.any(close):
-        return [list(records)], [{}]
+        return [list(records)], [_shared_keys(records)]
     varying = [
         k for k in VOLUME_KEYS if len({repr(r.keys.get(k)) for r in records}) > 1
     ]
@@ -186,9 +195,9 @@ def split_volumes(
                 buckets.setdefault(tuple(repr(rec.keys.get(k)) for k in subset), []).append(rec)
             groups = list(buckets.values())
             if _valid_split(groups, normal, tol):
-                keys = [{k: g[0].keys.get(k) for k in subset} for g in groups]
-                ranked = sorted(range(len(groups)), key=lambda i: _sort_key(keys[i]))
-                return [groups[i] for i in ranked], [keys[i] for i in ranked]
+                split = [{k: g[0].keys.get(k) for k in subset} for g in groups]
+                ranked = sorted(range(len(groups)), key=lambda i: _sort_key(split[i]))
+                return [groups[i] for i in ranked], [_shared_keys(groups[i]) for i in ranked]
     i = int(np.argmax(close))
     a, b = records[order[i]], records[order[i + 1]]
     same = a.sop_instance_uid == b.sop_instance_uid and a.frame == b.frame and a.tile == b.tile
@@ -201,8 +210,26 @@ def split_volumes(
     raise GeometryError(problem, where, "remove the duplicate file(s) from the input")
 
 
+def _shared_keys(records: Sequence[SliceRecord]) -> dict[str, Any]:
+    """The volume keys (echo, b-value, gradient...) that every slice of a volume shares."""
+    first = records[0].keys
+    return {k: v for k, v in first.items() if all(r.keys.get(k) == v for r in records)}
+
+
 def _sort_key(keys: dict[str, Any]) -> tuple:
-    return tuple((v is None, repr(v) if not isinstance(v, (int, float)) else f"{v:020.6f}") for v in keys.values())
+    """Order volumes by their keys: numbers numerically, missing values first (a b0 without
+    a gradient before the diffusion directions), anything else by its text."""
+
+    def one(value: Any) -> tuple:
+        if value is None:
+            return (0, ())
+        if isinstance(value, (int, float)):
+            return (1, (float(value),))
+        if isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
+            return (1, tuple(float(v) for v in value))
+        return (2, (repr(value),))
+
+    return tuple(one(v) for v in keys.values())
 
 
 def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[SliceRecord], np.ndarray]:
@@ -248,24 +275,26 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
 def _check_spacing(
     ordered: Sequence[SliceRecord], d: np.ndarray, step: float, tol: float, where: Path
 ) -> None:
-    gaps = np.diff(d)
-    allowed = max(tol, SPACING_JITTER_REL * step)
-    deviation = np.abs(gaps - step)
-    if np.all(deviation <= allowed):
-        if np.max(deviation) > POSITION_NOISE_MM:
+    """Every slice within ``tol`` of its place on the uniform grid ``d[0] + k * step``.
+
+    Checking places, not gaps, also catches small errors that add up along the stack.
+    """
+    residual = d - (d[0] + step * np.arange(len(d)))
+    worst = float(np.max(np.abs(residual)))
+    if worst <= tol:
+        if worst > POSITION_NOISE_MM:
             warnings.warn(
-                f"{where}: slice spacing jitters by up to {np.max(deviation):.3f} mm"
-                f" ({100 * np.max(deviation) / step:.1f}%), as with positions rounded to"
-                f" the stored decimals; using span / (n - 1) = {step:.4f} mm",
+                f"{where}: slice positions jitter by up to {worst:.3f} mm ({100 * worst / step:.1f}% of the"
+                f" spacing), as with positions rounded to the stored decimals; using span / (n - 1) = {step:.4f} mm",
                 stacklevel=4,
             )
         return
+    gaps = np.diff(d)
     typical = float(np.median(gaps))
     ratio = gaps / typical
-    bad = int(np.argmax(deviation))
+    bad = int(np.argmax(np.abs(gaps - typical)))
     a, b = ordered[bad].label, ordered[bad + 1].label
-    near_int = np.abs(ratio - np.round(ratio)) <= max(allowed / typical, 0.05)
-    if near_int[bad] and round(ratio[bad]) >= 2:
+    if round(ratio[bad]) >= 2 and abs(ratio[bad] - round(ratio[bad])) * typical <= max(2 * tol, 0.05 * typical):
         missing = int(round(ratio[bad])) - 1
         raise GeometryError(
             f"missing slice: {missing} slice(s) missing between {a} and {b}"
@@ -274,8 +303,8 @@ def _check_spacing(
             "export the complete series; every slice must be present",
         )
     raise GeometryError(
-        f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm"
-        f" (between {a} and {b})",
+        f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm, a slice up to"
+        f" {worst:.3f} mm off a uniform grid (largest gap change between {a} and {b})",
         where,
         "resample the series to uniform spacing first (e.g. with dcm2niix or 3D Slicer)",
     )

@@ -8,6 +8,8 @@ checks live in :mod:`mrisr.io.dicom_series`; pixel access in :mod:`mrisr.io.dico
 
 from __future__ import annotations
 
+import gzip
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +21,13 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError
 
-__all__ = ["SliceRecord", "UnusableImage", "records_from_dataset", "read_header"]
+__all__ = ["SliceRecord", "UnusableImage", "records_from_dataset", "read_header", "looks_like_dicom"]
 
 #: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: |row . col| above this means broken orientation tags (0.57 degrees off perpendicular).
+ORTHOGONALITY_ATOL = 1e-2
 
 #: Keys that may distinguish volumes of one series, in the order they are tried.
 VOLUME_KEYS = (
@@ -62,7 +67,7 @@ class SliceRecord:
         position: ImagePositionPatient (LPS, mm) of the centre of the first pixel.
         pixel_spacing: (row spacing, column spacing) in mm, as in PixelSpacing.
         position_quantum: the rounding step (mm) of the stored position strings
-            (0.1 for "12.3"), 0 when unknown or computed.
+            (0.1 for "12.3"), 0 when exact, unknown or computed.
         slope, intercept: RescaleSlope and RescaleIntercept.
         keys: volume-distinguishing keys (see ``VOLUME_KEYS``), only those present.
     """
@@ -106,15 +111,39 @@ class SliceRecord:
         return name
 
 
+def looks_like_dicom(path: Path) -> bool:
+    """True when the file has a DICOM preamble ('DICM' at byte 128), plain or gzip-compressed."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(132)
+    except (OSError, EOFError):
+        return False
+    return head[128:132] == b"DICM"
+
+
 def read_header(path: Path) -> Dataset:
     """Read a DICOM file's header; large values (pixel data) are read later, on access.
+
+    A gzip-compressed file (``.dcm.gz``, as nibabel and some archives ship them) is
+    decompressed in memory and read whole.
 
     Raises:
         InputError: the file is not DICOM or cannot be parsed.
     """
     try:
+        with open(path, "rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        if compressed:
+            with gzip.open(path, "rb") as fh:
+                data = fh.read(132)
+                if data[128:132] != b"DICM":  # a .nii.gz beside a series, say: not read whole
+                    raise pydicom.errors.InvalidDicomError("gzip file without a DICOM preamble")
+                return pydicom.dcmread(io.BytesIO(data + fh.read()))
         return pydicom.dcmread(path, defer_size="256 KB")
-    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError, gzip.BadGzipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(
             f"not a readable DICOM file ({reason})",
@@ -138,18 +167,18 @@ def _floats(value: Any, n: int, what: str, path: Path) -> np.ndarray:
 
 
 def _quantum(values: Any) -> float:
-    """The rounding step of decimal strings: 0.1 for '12.3', 1 for '12', 0 if unknown."""
+    """The rounding step of decimal strings: 0.1 for '12.3'; the coarsest over the values
+    that have a decimal point. Whole numbers ('-120') count as exact; 0 when no value has
+    decimals or the strings are unknown (computed positions)."""
     step = 0.0
     for v in values:
         text = getattr(v, "original_string", None)
         if not isinstance(text, str):
             return 0.0
         text = text.strip().lower()
-        if "e" in text:
-            return 0.0
-        decimals = len(text.split(".")[1]) if "." in text else 0
-        q = 10.0 ** (-decimals)
-        step = q if step == 0.0 else min(step, q)
+        if "e" in text or "." not in text:
+            continue
+        step = max(step, 10.0 ** (-len(text.split(".")[1])))
     return step
 
 
@@ -159,6 +188,29 @@ def _optional_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if np.isfinite(out) else None
+
+
+def _plane_axes(iop: np.ndarray, spacing: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Unit row and column cosines from ImageOrientationPatient, checked with PixelSpacing.
+
+    Raises:
+        InputError: non-positive spacing, or cosines that are not unit, orthogonal directions.
+    """
+    if np.any(spacing <= 0):
+        raise InputError(
+            f"PixelSpacing must be positive, got {spacing.tolist()}",
+            path,
+            "the file's geometry tags are broken; re-export the series from the scanner or PACS",
+        )
+    row = _unit(iop[:3], "ImageOrientationPatient row cosine", path)
+    col = _unit(iop[3:], "ImageOrientationPatient column cosine", path)
+    if abs(float(row @ col)) > ORTHOGONALITY_ATOL:
+        raise InputError(
+            f"ImageOrientationPatient row and column are not perpendicular (cosine {float(row @ col):.4f})",
+            path,
+            "the file's geometry tags are broken; re-export the series from the scanner or PACS",
+        )
+    return row, col
 
 
 def _unit(v: np.ndarray, what: str, path: Path) -> np.ndarray:
@@ -222,14 +274,15 @@ def _classic_keys(ds: Dataset) -> dict[str, Any]:
         keys["gradient"] = _hashable(ds.DiffusionGradientOrientation)
     siemens_b = ds.get((0x0019, 0x100C))
     if "b_value" not in keys and siemens_b is not None and siemens_b.value not in (None, b""):
-        keys["b_value"] = _hashable(_decode(siemens_b.value))
+        keys["b_value"] = _hashable(_private_value(siemens_b.value))
     siemens_g = ds.get((0x0019, 0x100E))
     if "gradient" not in keys and siemens_g is not None and siemens_g.value not in (None, b""):
-        keys["gradient"] = _hashable(_decode(siemens_g.value))
+        keys["gradient"] = _hashable(_private_value(siemens_g.value))
     return keys
 
 
-def _decode(value: Any) -> Any:
+def _private_value(value: Any) -> Any:
+    """A private tag's raw bytes as numbers (8-byte doubles) or text."""
     if isinstance(value, bytes):
         if len(value) % 8 == 0 and len(value) >= 8:
             return tuple(np.frombuffer(value, "<f8").round(6).tolist())
@@ -259,11 +312,12 @@ def _classic_records(ds: Dataset, path: Path) -> list[SliceRecord]:
     spacing = _floats(ds.get("PixelSpacing", []), 2, "PixelSpacing", path)
     common = _common(ds, path)
     keys = _classic_keys(ds)
+    row, col = _plane_axes(iop, spacing, path)
     record = SliceRecord(
         frame=None,
         tile=None,
-        row_cosine=_unit(iop[:3], "ImageOrientationPatient row cosine", path),
-        col_cosine=_unit(iop[3:], "ImageOrientationPatient column cosine", path),
+        row_cosine=row,
+        col_cosine=col,
         position=ipp,
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
         position_quantum=_quantum(ds.ImagePositionPatient),
@@ -308,7 +362,14 @@ def _mosaic_records(ds: Dataset, base: SliceRecord) -> list[SliceRecord]:
             base.path,
             "convert the series with dcm2niix",
         )
-    step = base.spacing_between_slices or base.slice_thickness
+    step = base.spacing_between_slices
+    if not step and base.slice_thickness:
+        step = base.slice_thickness
+        warnings.warn(
+            f"{base.path}: Siemens mosaic without SpacingBetweenSlices; placing slices"
+            f" SliceThickness = {step:g} mm apart (wrong if the protocol had a slice gap)",
+            stacklevel=4,
+        )
     if not step:
         raise InputError(
             "Siemens mosaic without SpacingBetweenSlices or SliceThickness",
@@ -355,12 +416,13 @@ def _enhanced_records(ds: Dataset, path: Path) -> list[SliceRecord]:
         ipp = _floats(plane_pos.ImagePositionPatient, 3, "ImagePositionPatient", path)
         spacing = _floats(measures.get("PixelSpacing", []), 2, "PixelSpacing", path)
         transform = _functional(frame, shared, "PixelValueTransformationSequence") or ds
+        row, col = _plane_axes(iop, spacing, path)
         records.append(
             SliceRecord(
                 frame=f,
                 tile=None,
-                row_cosine=_unit(iop[:3], "ImageOrientationPatient row cosine", path),
-                col_cosine=_unit(iop[3:], "ImageOrientationPatient column cosine", path),
+                row_cosine=row,
+                col_cosine=col,
                 position=ipp,
                 pixel_spacing=(float(spacing[0]), float(spacing[1])),
                 position_quantum=_quantum(plane_pos.ImagePositionPatient),
@@ -406,25 +468,35 @@ def _enhanced_keys(frame: Dataset, shared: Dataset | None) -> dict[str, Any]:
     return keys
 
 
+def has_pixel_data(ds: Dataset) -> bool:
+    return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+
+def is_image_header(ds: Dataset) -> bool:
+    """An image object's header (image SOP class, Rows, plane position) whatever its pixels."""
+    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", ""))))
+    return "Image Storage" in sop_class.name or any(
+        k in ds for k in ("Rows", "ImagePositionPatient", "PerFrameFunctionalGroupsSequence")
+    )
+
+
 def records_from_dataset(ds: Dataset, path: Path) -> list[SliceRecord]:
     """The image planes of one DICOM file (several for multi-frame and mosaic).
 
-    Returns an empty list for DICOM objects that hold no image (DICOMDIR,
-    structured reports, RT structures...).
+    Returns an empty list for DICOM objects that hold no pixel data (DICOMDIR, structured
+    reports, RT structures, and image headers whose pixels are missing: the caller
+    decides whether that is a cut file, see :func:`is_image_header`).
 
     Raises:
         InputError: an image without the geometry mrisr needs, or a colour image.
     """
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if "Rows" in ds or "ImagePositionPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds:
-            # pydicom stops quietly at the end of a cut file: an image header without pixels.
+    if not has_pixel_data(ds):
+        if len(ds) == 0:  # pydicom stops quietly at the end of a cut file
             raise InputError(
-                "truncated: image header without pixel data",
-                path,
-                "the file is incomplete; copy or export it again",
+                "truncated: no data set after the file meta", path, "the file is incomplete; copy or export it again"
             )
         return []
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         raise UnusableImage(
             f"colour image ({ds.get('PhotometricInterpretation', '?')}), not an MR magnitude image",
             path,

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -395,3 +396,112 @@ def test_undecodable_transfer_syntax_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="transfer syntax MPEG2") as err:
         load(path)
     assert "mpeg2.dcm" in str(err.value) and "Fix:" in str(err.value)
+
+
+# --- review findings: places not gaps, exact whole-number positions, broken tags ------------
+
+
+def _axial(n: int, step: float) -> np.ndarray:
+    return np.diag([0.9, 0.9, step, 1.0])
+
+
+def test_drift_that_adds_up_is_refused(tmp_path: Path) -> None:
+    """Gaps of 5.1 mm then 4.9 mm each pass a per-gap 2% test, but put slices up to 2 mm off a
+    uniform grid: the check is on each slice's place, so the series is refused."""
+    n = 40
+    gaps = [5.1] * 20 + [4.9] * (n - 21)
+    z = np.concatenate([[0.0], np.cumsum(gaps)])
+    positions = np.array([[0.0, 0.0, zk] for zk in z])
+    write_series(tmp_path / "s", seeded_data((6, 5, n), 1), _axial(n, 5.0), positions=positions)
+    with refused(GeometryError, "non-uniform"):
+        load(tmp_path / "s")
+
+
+def test_whole_number_positions_are_exact(tmp_path: Path) -> None:
+    """'-4\\-4\\-5' has no decimals: exact, not 'rounded to 1 mm'. 1 mm axial slices load without
+    jitter warnings, and a slice 1 mm off its place among 3 mm slices is refused."""
+    n = 6
+    positions = np.array([[-4.0, -4.0, -5.0 + k] for k in range(n)])
+    write_series(tmp_path / "ok", seeded_data((6, 5, n), 2), _axial(n, 1.0), positions=positions,
+                 position_decimals=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = load(tmp_path / "ok")
+    np.testing.assert_allclose(vol.spacing, [0.9, 0.9, 1.0])
+    off = np.array([[0.0, 0.0, 3.0 * k + (1.0 if k == 3 else 0.0)] for k in range(n)])
+    write_series(tmp_path / "off", seeded_data((6, 5, n), 3), _axial(n, 3.0), positions=off, position_decimals=0)
+    with refused(GeometryError, "non-uniform"):
+        load(tmp_path / "off")
+
+
+@pytest.mark.parametrize(
+    ("tags", "pattern"),
+    [
+        ({"ImageOrientationPatient": ["1", "0", "0", "1", "0", "0"]}, "perpendicular|unit"),
+        ({"ImageOrientationPatient": ["1", "0", "0", "0.3", "0.953939", "0"]}, "perpendicular"),
+        ({"PixelSpacing": ["-1", "1"]}, "positive"),
+        ({"PixelSpacing": ["0", "0"]}, "positive"),
+    ],
+    ids=["parallel", "oblique-pair", "negative-spacing", "zero-spacing"],
+)
+def test_broken_geometry_tags_are_refused(tmp_path: Path, tags: dict, pattern: str) -> None:
+    files = write_series(tmp_path / "s", seeded_data((6, 5, 4), 4), _axial(4, 2.0))
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for key, value in tags.items():
+            setattr(ds, key, value)
+        ds.save_as(f)
+    with refused(InputError, pattern) as err:
+        load(tmp_path / "s")
+    assert "IM_0001.dcm" in str(err.value)
+
+
+def test_unsigned_bits_above_bits_stored_are_masked(tmp_path: Path) -> None:
+    """12-bit unsigned data with junk in the top 4 bits: the values pydicom gives (masked)."""
+    files = write_series(tmp_path / "s", seeded_data((6, 5, 3), 5), _axial(3, 2.0))
+    rng = np.random.default_rng(0)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        values = rng.integers(0, 4096, (5, 6)).astype("<u2") | np.uint16(0xF000)
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+        ds.PixelData = values.tobytes()
+        ds.save_as(f)
+    vol = load(tmp_path / "s")
+    expected = np.stack([pydicom.dcmread(f).pixel_array.T for f in files], axis=-1)
+    assert expected.max() < 4096
+    np.testing.assert_array_equal(vol.array[0], expected)
+
+
+def test_volumes_ordered_numerically_with_their_keys(tmp_path: Path) -> None:
+    """12 time points: ordered 1, 2, ..., 12 (not '1', '10', '11', '12', '2'), and each channel
+    keeps every key its slices share (here the b-value) for writers to put back."""
+    affine = _axial(3, 2.0)
+    for t in range(1, 13):
+        write_series(tmp_path / "s", np.full((6, 5, 3), t, np.int16), affine, series_uid="1.2.3.4",
+                     extra={"TemporalPositionIdentifier": t, "DiffusionBValue": 100.0 * t}, name_prefix=f"T{t}")
+    vol = load(tmp_path / "s")
+    assert vol.n_channels == 12
+    np.testing.assert_array_equal(vol.array[:, 0, 0, 0], np.arange(1, 13))
+    assert [c["temporal_position"] for c in vol.meta["channels"]] == list(range(1, 13))
+    assert [c["b_value"] for c in vol.meta["channels"]] == [100.0 * t for t in range(1, 13)]
+
+
+def test_folder_with_gz_dicom_junk_and_a_broken_slice(tmp_path: Path) -> None:
+    """In a folder: a .dcm.gz is read, a README is skipped with a warning, and a DICOM file cut
+    short is an error naming it, never a silently thinner volume."""
+    import gzip
+
+    files = write_series(tmp_path / "s", seeded_data((6, 5, 4), 6), _axial(4, 2.0))
+    last = files[-1]
+    with gzip.open(last.with_name(last.name + ".gz"), "wb") as fh:
+        fh.write(last.read_bytes())
+    last.unlink()
+    (tmp_path / "s" / "README.txt").write_text("exported by PACS")
+    with pytest.warns(UserWarning, match="not DICOM, e.g. README.txt"):
+        vol = load(tmp_path / "s")
+    assert vol.shape == (6, 5, 4)
+    first = files[0].read_bytes()
+    files[0].write_bytes(first[:140])  # preamble and a few bytes of header
+    with refused(InputError, "not a readable DICOM file|truncated") as err:
+        load(tmp_path / "s")
+    assert files[0].name in str(err.value)
