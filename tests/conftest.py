@@ -4,13 +4,18 @@ and the paths of real data that tests skip without."""
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mrisr.errors import MrisrError
 from mrisr.volume import Volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +44,27 @@ def needs_dcm2niix() -> str:
     if exe is None:
         pytest.skip("needs dcm2niix (pip install dcm2niix, or Debian's dcm2niix)")
     return exe
+
+
+def info_json(capsys: pytest.CaptureFixture, path: Path, *extra: str) -> dict:
+    """``mrisr info PATH --json`` through the CLI entry point, parsed."""
+    from mrisr import cli
+
+    capsys.readouterr()
+    status = cli.main(["info", str(path), "--json", *extra])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    return json.loads(out.out)
+
+
+@contextmanager
+def refused(error: type[MrisrError], pattern: str) -> Iterator[pytest.ExceptionInfo]:
+    """``pytest.raises`` whose ``pattern`` must be in the error's problem (not merely in the path
+    it names: pytest's folder names hold the test names, 'tilt' among them), in one line."""
+    with pytest.raises(error) as err:
+        yield err
+    assert re.search(pattern, err.value.problem), err.value.one_line()
+    assert "\n" not in str(err.value)
 
 
 def rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:

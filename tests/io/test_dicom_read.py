@@ -9,20 +9,16 @@ Real scanner files and the MR files shipped in pydicom, pydicom-data and nibabel
 from __future__ import annotations
 
 import io
-import json
-import re
 import shutil
 import tarfile
 import warnings
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from conftest import AXIS_ORDERS, needs_dcm2niix, phantom_affine
+from conftest import AXIS_ORDERS, info_json, needs_dcm2niix, phantom_affine, refused
 from dicom_factory import (
     LPS_TO_RAS,
     corner_distance,
@@ -33,8 +29,7 @@ from dicom_factory import (
 )
 from pydicom.uid import generate_uid
 
-from mrisr import cli
-from mrisr.errors import GeometryError, InputError, MrisrError
+from mrisr.errors import GeometryError, InputError
 from mrisr.io import list_series, load
 from mrisr.volume import Volume, canonical, world_corners
 
@@ -50,25 +45,6 @@ def _quiet_itk():
     sitk.ProcessObject_SetGlobalWarningDisplay(False)
     yield
     sitk.ProcessObject_SetGlobalWarningDisplay(True)
-
-
-def info_json(capsys: pytest.CaptureFixture, path: Path, *extra: str) -> dict:
-    """``mrisr info PATH --json`` through the CLI entry point, parsed."""
-    capsys.readouterr()
-    status = cli.main(["info", str(path), "--json", *extra])
-    out = capsys.readouterr()
-    assert status == 0, out.err
-    return json.loads(out.out)
-
-
-@contextmanager
-def refused(error: type[MrisrError], pattern: str) -> Iterator[pytest.ExceptionInfo]:
-    """``pytest.raises`` whose ``pattern`` must be in the error's problem (not merely in the path
-    it names: pytest's folder names hold the test names, 'tilt' among them), in one line."""
-    with pytest.raises(error) as err:
-        yield err
-    assert re.search(pattern, err.value.problem), err.value.one_line()
-    assert "\n" not in str(err.value)
 
 
 def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:

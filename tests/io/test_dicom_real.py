@@ -11,47 +11,24 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import re
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel
 import numpy as np
 import pydicom
 import pytest
-from conftest import needs_dcm2niix, needs_shared_data
+from conftest import info_json, needs_dcm2niix, needs_shared_data, refused
 from dicom_factory import LPS_TO_RAS, corner_distance, dcm2niix_images, enhanced_tag_corners, tag_corners
 from pydicom.data import get_testdata_file
 
-from mrisr import cli
-from mrisr.errors import InputError, MrisrError
+from mrisr.errors import InputError
 from mrisr.io import list_series, load
 from mrisr.volume import Volume, canonical, world_corners
 
 NIBABEL_DATA = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-
-
-def info_json(capsys: pytest.CaptureFixture, path: Path, *extra: str) -> dict:
-    """``mrisr info PATH --json`` through the CLI entry point, parsed."""
-    capsys.readouterr()
-    status = cli.main(["info", str(path), "--json", *extra])
-    out = capsys.readouterr()
-    assert status == 0, out.err
-    return json.loads(out.out)
-
-
-@contextmanager
-def refused(error: type[MrisrError], pattern: str) -> Iterator[pytest.ExceptionInfo]:
-    """``pytest.raises`` whose ``pattern`` must be in the error's problem (not merely in the path
-    it names: pytest's folder names hold the test names, 'tilt' among them), in one line."""
-    with pytest.raises(error) as err:
-        yield err
-    assert re.search(pattern, err.value.problem), err.value.one_line()
-    assert "\n" not in str(err.value)
 
 
 def read_dataset(path: Path) -> pydicom.Dataset:
