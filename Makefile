@@ -5,7 +5,8 @@ PYTHON ?= python3
 TORCH ?= torch>=2.4,<3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per torch spec: changing TORCH reinstalls torch into the same .venv.
+STAMP := $(VENV)/.installed-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 SAMPLE := mrisr/data/sample_t1_mni152.nii.gz
 
 .PHONY: demo test lint bench clean
