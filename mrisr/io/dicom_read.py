@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..errors import InputError
+from ..errors import InputError, MrisrError
 from ..volume import Volume
 from .dicom_series import SeriesInfo, describe, group_candidates, pick, stack_volumes
 from .dicom_slices import (
     DICOMDIR_SOP_CLASS,
+    UNKNOWN_SERIES,
     SliceRecord,
     UnusableImage,
     is_image_header,
@@ -70,7 +71,7 @@ def scan_records(
         try:
             ds = read_header(path)
         except InputError:
-            if strict or looks_like_dicom(path):  # a broken DICOM file is an error, not junk
+            if strict or looks_like_dicom(path) or _dicom_name(path):  # a broken DICOM file is an error, not junk
                 raise
             skipped.append(path)
             continue
@@ -83,9 +84,17 @@ def scan_records(
                 raise
             unusable.append(exc)
             continue
+        except MrisrError:
+            raise
+        except (ValueError, TypeError, AttributeError) as exc:  # a malformed value (Rows '1A', say)
+            raise InputError(
+                f"malformed DICOM value ({str(exc).splitlines()[0][:120]})",
+                path,
+                "the file's header is broken; re-export the series from the scanner or PACS",
+            ) from None
         if not recs:
             if is_image_header(ds):
-                headers_only.append((path, str(ds.get("SeriesInstanceUID", ""))))
+                headers_only.append((path, str(ds.get("SeriesInstanceUID", "")) or UNKNOWN_SERIES))
             else:
                 no_pixels.append(path)
             continue
@@ -95,11 +104,10 @@ def scan_records(
     # is a cut file: never a silently thinner volume. A whole series of them is skipped.
     series_with_pixels = {r.series_uid for r in records}
     for path, uid in headers_only:
-        if uid in series_with_pixels or len(files) == 1:
+        if uid in series_with_pixels or strict:
             raise InputError(
                 "truncated: image header without pixel data", path, "the file is incomplete; copy or export it again"
             )
-    no_pixels.extend(path for path, _ in headers_only)
     if skipped and records:
         warnings.warn(
             f"{where}: skipped {len(skipped)} file(s) that are not DICOM, e.g. {skipped[0].name}",
@@ -113,6 +121,12 @@ def scan_records(
     if not records:
         if unusable:
             raise unusable[0]
+        if headers_only:
+            raise InputError(
+                f"image headers without pixel data ({len(headers_only)} file(s), e.g. {headers_only[0][0].name})",
+                where,
+                "the export is incomplete (header-only); export the series with its pixel data",
+            )
         if no_pixels:
             raise InputError(
                 f"DICOM without pixel data ({len(no_pixels)} file(s), e.g. {no_pixels[0].name}:"
@@ -128,6 +142,14 @@ def scan_records(
             )
         raise InputError("holds no DICOM files", where, "point mrisr at a folder of DICOM images")
     return records, datasets
+
+
+#: File endings that say "this is DICOM": such a file that cannot be read is an error, even in a folder.
+_DICOM_SUFFIXES = (".dcm", ".dcm.gz", ".ima", ".dicom")
+
+
+def _dicom_name(path: Path) -> bool:
+    return path.name.lower().endswith(_DICOM_SUFFIXES)
 
 
 def list_dicom_series(files: Sequence[Path], where: Path, strict: bool = False) -> list[SeriesInfo]:

@@ -33,6 +33,9 @@ POSITION_NOISE_MM = 1e-3
 #: The largest position error (mm) put down to rounding of the stored strings (0.1 mm steps
 #: give 0.17 mm; whole-millimetre rounding would exceed it and is not accepted as exact).
 MAX_ROUNDING_MM = 0.25
+#: ... and never more than this fraction of the slice spacing (thin slices with coarsely
+#: rounded positions cannot be told from a missing slice, so they are refused).
+MAX_ROUNDING_OF_SPACING = 0.25
 
 
 @dataclass
@@ -64,6 +67,7 @@ class SeriesInfo:
     n_slices: int | None
     matrix: tuple[int, int]
     n_files: int
+    image_type: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,11 +79,13 @@ class SeriesInfo:
         if self.n_volumes and self.n_volumes > 1:
             slices += f" x {self.n_volumes} volumes"
         number = "?" if self.number is None else self.number
-        return f"{self.id} (#{number} '{self.description}', {slices})"
+        kind = f", {self.image_type}" if self.image_type else ""
+        return f"{self.id} (#{number} '{self.description}', {slices}{kind})"
 
 
 def group_candidates(records: Sequence[SliceRecord]) -> list[SeriesCandidate]:
-    """Group records by SeriesInstanceUID, then orientation, matrix and pixel spacing.
+    """Group records by SeriesInstanceUID, then orientation, matrix, pixel spacing and image
+    type (magnitude and phase, or two reconstructions, are different images, not volumes).
 
     Candidates are ordered by series number, then UID, then the order of first appearance.
     """
@@ -94,6 +100,7 @@ def group_candidates(records: Sequence[SliceRecord]) -> list[SeriesCandidate]:
                 ref = group[0]
                 if (
                     (rec.rows, rec.cols) == (ref.rows, ref.cols)
+                    and rec.keys.get("image_type") == ref.keys.get("image_type")
                     and np.allclose(rec.pixel_spacing, ref.pixel_spacing, rtol=1e-4, atol=1e-5)
                     and np.allclose(rec.row_cosine, ref.row_cosine, atol=ORIENTATION_ATOL)
                     and np.allclose(rec.col_cosine, ref.col_cosine, atol=ORIENTATION_ATOL)
@@ -127,6 +134,7 @@ def describe(candidate: SeriesCandidate) -> SeriesInfo:
         n_slices=n_slices,
         matrix=(first.rows, first.cols),
         n_files=len({r.path for r in candidate.records}),
+        image_type="\\".join(str(v) for v in first.keys.get("image_type") or ()),
     )
 
 
@@ -134,17 +142,20 @@ def _projection(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarra
     return np.array([float(r.position @ normal) for r in records])
 
 
-def _position_tolerance(records: Sequence[SliceRecord]) -> float:
-    """How far (mm) a slice may sit from its place on a uniform grid by rounding alone.
+def _rounding_errors(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarray:
+    """Per slice, the largest error (mm) of its position projected on ``normal`` that the
+    rounding of its stored strings can make: half a step per coordinate, weighted by the
+    normal. Coordinates constant along the stack cancel out of every check and are left
+    out; each error is capped at ``MAX_ROUNDING_MM / 2``: coarser is not rounding any more."""
+    positions = np.array([r.position for r in records])
+    varying = np.ptp(positions, axis=0) > 0 if len(records) > 1 else np.ones(3, dtype=bool)
+    quanta = np.array([r.position_quanta for r in records]) * varying
+    return np.minimum(0.5 * quanta @ np.abs(normal), MAX_ROUNDING_MM / 2)
 
-    Each stored coordinate is off by at most q/2 (q: the rounding step of the position
-    strings, median over the slices), so a projection by at most q*sqrt(3)/2, and a
-    residual from the line through the end slices by at most twice that. Capped at
-    ``MAX_ROUNDING_MM``: coarser positions are not rounding any more.
-    """
-    quanta = [r.position_quantum for r in records if r.position_quantum > 0]
-    quantum = float(np.median(quanta)) if quanta else 0.0
-    return POSITION_NOISE_MM + min(np.sqrt(3.0) * quantum, MAX_ROUNDING_MM)
+
+def _position_tolerance(records: Sequence[SliceRecord], normal: np.ndarray) -> float:
+    """How far (mm) two stored positions of one place may differ by rounding alone."""
+    return POSITION_NOISE_MM + 2.0 * float(np.max(_rounding_errors(records, normal)))
 
 
 def _valid_split(
@@ -163,6 +174,11 @@ def _valid_split(
     return True
 
 
+def _distinct(group: Sequence[SliceRecord], normal: np.ndarray, tol: float) -> bool:
+    d = np.sort(_projection(group, normal))
+    return len(d) < 2 or bool(np.min(np.diff(d)) > tol)
+
+
 def split_volumes(
     records: Sequence[SliceRecord], where: Path
 ) -> tuple[list[list[SliceRecord]], list[dict[str, Any]]]:
@@ -179,7 +195,7 @@ def split_volumes(
         GeometryError: duplicated slices, or volumes with different slice positions.
     """
     normal = records[0].normal
-    tol = _position_tolerance(records)
+    tol = _position_tolerance(records, normal)
     d = _projection(records, normal)
     order = np.argsort(d, kind="stable")
     close = np.diff(d[order]) <= tol
@@ -188,6 +204,7 @@ def split_volumes(
     varying = [
         k for k in VOLUME_KEYS if len({repr(r.keys.get(k)) for r in records}) > 1
     ]
+    uneven: tuple[tuple[str, ...], list[list[SliceRecord]]] | None = None
     for size in range(1, len(varying) + 1):
         for subset in itertools.combinations(varying, size):
             buckets: dict[tuple[str, ...], list[SliceRecord]] = {}
@@ -198,6 +215,20 @@ def split_volumes(
                 split = [{k: g[0].keys.get(k) for k in subset} for g in groups]
                 ranked = sorted(range(len(groups)), key=lambda i: _sort_key(split[i]))
                 return [groups[i] for i in ranked], [_shared_keys(groups[i]) for i in ranked]
+            if uneven is None and all(_distinct(g, normal, tol) for g in groups):
+                uneven = (subset, groups)
+    if uneven is not None:  # the tags split the volumes, but one lacks slices the others have
+        subset, groups = uneven
+        full = max(groups, key=len)
+        short = min(groups, key=len)
+        missing = [p for p in _projection(full, normal) if np.min(np.abs(_projection(short, normal) - p)) > tol]
+        keys = ", ".join(f"{k}={short[0].keys.get(k)!r}" for k in subset)
+        raise GeometryError(
+            f"missing slice: the volume with {keys} has {len(short)} slices, another {len(full)}"
+            f" (missing at {', '.join(f'{m:.2f}' for m in missing[:3])} mm along the normal)",
+            where,
+            "export the complete series; every volume needs every slice",
+        )
     i = int(np.argmax(close))
     a, b = records[order[i]], records[order[i + 1]]
     same = a.sop_instance_uid == b.sop_instance_uid and a.frame == b.frame and a.tile == b.tile
@@ -250,7 +281,6 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
     ordered = [slices[i] for i in order]
     d = d[order]
     n = len(ordered)
-    tol = _position_tolerance(ordered)
     if n == 1:
         step = first.slice_thickness or first.spacing_between_slices
         if not step or step <= 0:
@@ -261,8 +291,8 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
             step = 1.0
     else:
         step = (d[-1] - d[0]) / (n - 1)
-        _check_spacing(ordered, d, step, tol, where)
-        _check_tilt(ordered, normal, tol, where)
+        _check_spacing(ordered, d, step, _rounding_errors(ordered, normal), where)
+        _check_tilt(ordered, normal, where)
     row_spacing, col_spacing = first.pixel_spacing
     lps = np.eye(4)
     lps[:3, 0] = first.row_cosine * col_spacing
@@ -273,15 +303,26 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
 
 
 def _check_spacing(
-    ordered: Sequence[SliceRecord], d: np.ndarray, step: float, tol: float, where: Path
+    ordered: Sequence[SliceRecord], d: np.ndarray, step: float, errors: np.ndarray, where: Path
 ) -> None:
-    """Every slice within ``tol`` of its place on the uniform grid ``d[0] + k * step``.
+    """Every slice at its place on the uniform grid ``d[0] + k * step``, and every gap equal
+    to ``step``, within what rounding of the stored positions explains.
 
-    Checking places, not gaps, also catches small errors that add up along the stack.
+    ``errors`` (mm, per slice) bound each projected position's rounding. A slice's residual
+    from the line through the end slices is bounded by its own error plus the larger end
+    error; a gap by its two slices' errors plus the step's own. Places catch small errors
+    that add up along the stack; gaps catch a single jump spread over the line. Both bounds
+    are capped at a quarter of the spacing.
     """
-    residual = d - (d[0] + step * np.arange(len(d)))
-    worst = float(np.max(np.abs(residual)))
-    if worst <= tol:
+    n = len(d)
+    ends = max(errors[0], errors[-1])
+    cap = MAX_ROUNDING_OF_SPACING * step
+    place_tol = np.minimum(errors + ends, cap) + POSITION_NOISE_MM
+    gap_tol = np.minimum(errors[:-1] + errors[1:] + 2 * ends / (n - 1), cap) + POSITION_NOISE_MM
+    residual = d - (d[0] + step * np.arange(n))
+    gaps = np.diff(d)
+    if np.all(np.abs(residual) <= place_tol) and np.all(np.abs(gaps - step) <= gap_tol):
+        worst = float(np.max(np.abs(residual)))
         if worst > POSITION_NOISE_MM:
             warnings.warn(
                 f"{where}: slice positions jitter by up to {worst:.3f} mm ({100 * worst / step:.1f}% of the"
@@ -289,12 +330,11 @@ def _check_spacing(
                 stacklevel=4,
             )
         return
-    gaps = np.diff(d)
     typical = float(np.median(gaps))
     ratio = gaps / typical
     bad = int(np.argmax(np.abs(gaps - typical)))
     a, b = ordered[bad].label, ordered[bad + 1].label
-    if round(ratio[bad]) >= 2 and abs(ratio[bad] - round(ratio[bad])) * typical <= max(2 * tol, 0.05 * typical):
+    if round(ratio[bad]) >= 2 and abs(ratio[bad] - round(ratio[bad])) * typical <= max(gap_tol[bad], 0.05 * typical):
         missing = int(round(ratio[bad])) - 1
         raise GeometryError(
             f"missing slice: {missing} slice(s) missing between {a} and {b}"
@@ -302,6 +342,7 @@ def _check_spacing(
             where,
             "export the complete series; every slice must be present",
         )
+    worst = float(np.max(np.abs(residual)))
     raise GeometryError(
         f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm, a slice up to"
         f" {worst:.3f} mm off a uniform grid (largest gap change between {a} and {b})",
@@ -310,13 +351,22 @@ def _check_spacing(
     )
 
 
-def _check_tilt(ordered: Sequence[SliceRecord], normal: np.ndarray, tol: float, where: Path) -> None:
-    span = ordered[-1].position - ordered[0].position
-    off_axis = span - (span @ normal) * normal
-    if np.linalg.norm(off_axis) > max(tol, 0.01):
-        angle = np.degrees(np.arctan2(np.linalg.norm(off_axis), abs(span @ normal)))
+def _check_tilt(ordered: Sequence[SliceRecord], normal: np.ndarray, where: Path) -> None:
+    """The line through the slice positions runs along the normal (no gantry tilt).
+
+    Allowed drift off the normal: rounding of the two end positions (half a step per
+    coordinate each) plus the direction error of a rounded ImageOrientationPatient
+    (about two steps per unit length) over the span, and at least 0.01 mm.
+    """
+    first, last = ordered[0], ordered[-1]
+    span = last.position - first.position
+    off_axis = float(np.linalg.norm(span - (span @ normal) * normal))
+    rounding = 0.5 * float(np.linalg.norm(first.position_quanta) + np.linalg.norm(last.position_quanta))
+    orientation = 2.0 * max(first.orientation_quantum, last.orientation_quantum) * float(np.linalg.norm(span))
+    if off_axis > max(0.01, rounding + orientation + POSITION_NOISE_MM):
+        angle = np.degrees(np.arctan2(off_axis, abs(span @ normal)))
         raise GeometryError(
-            f"gantry tilt or sheared stack: slice positions drift {np.linalg.norm(off_axis):.3f} mm"
+            f"gantry tilt or sheared stack: slice positions drift {off_axis:.3f} mm"
             f" ({angle:.2f} deg) off the slice normal",
             where,
             "correct the tilt first (dcm2niix does so by default), then load its NIfTI",
@@ -340,7 +390,7 @@ def stack_volumes(
         sorted_slices, vol_affine = stack_geometry(volume, where)
         if affine is None:
             affine = vol_affine
-        elif not np.allclose(vol_affine, affine, atol=_position_tolerance(volume)):
+        elif not np.allclose(vol_affine, affine, atol=_position_tolerance(volume, volume[0].normal)):
             raise GeometryError(
                 "volumes of the series do not share one geometry", where, "load each volume alone"
             )

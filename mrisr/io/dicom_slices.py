@@ -21,7 +21,18 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError
 
-__all__ = ["SliceRecord", "UnusableImage", "records_from_dataset", "read_header", "looks_like_dicom"]
+__all__ = [
+    "SliceRecord",
+    "UnusableImage",
+    "UNKNOWN_SERIES",
+    "records_from_dataset",
+    "read_header",
+    "looks_like_dicom",
+    "is_image_header",
+]
+
+#: The series UID given to images that lack one (they are grouped together).
+UNKNOWN_SERIES = "unknown-series"
 
 #: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -37,7 +48,6 @@ VOLUME_KEYS = (
     "temporal_position",
     "b_value",
     "gradient",
-    "image_type",
     "trigger_time",
     "acquisition_number",
     "mosaic_instance",
@@ -66,8 +76,9 @@ class SliceRecord:
         col_cosine: unit direction (LPS) of increasing row index (IOP[3:]).
         position: ImagePositionPatient (LPS, mm) of the centre of the first pixel.
         pixel_spacing: (row spacing, column spacing) in mm, as in PixelSpacing.
-        position_quantum: the rounding step (mm) of the stored position strings
-            (0.1 for "12.3"), 0 when exact, unknown or computed.
+        position_quanta: per coordinate, the rounding step (mm) of the stored position
+            string (0.1 for "12.3"); 0 when exact, unknown or computed.
+        orientation_quantum: the coarsest rounding step of the ImageOrientationPatient strings.
         slope, intercept: RescaleSlope and RescaleIntercept.
         keys: volume-distinguishing keys (see ``VOLUME_KEYS``), only those present.
     """
@@ -87,7 +98,8 @@ class SliceRecord:
     col_cosine: np.ndarray
     position: np.ndarray
     pixel_spacing: tuple[float, float]
-    position_quantum: float
+    position_quanta: np.ndarray
+    orientation_quantum: float
     slice_thickness: float | None
     spacing_between_slices: float | None
     slope: float
@@ -166,20 +178,20 @@ def _floats(value: Any, n: int, what: str, path: Path) -> np.ndarray:
     return out
 
 
-def _quantum(values: Any) -> float:
-    """The rounding step of decimal strings: 0.1 for '12.3'; the coarsest over the values
-    that have a decimal point. Whole numbers ('-120') count as exact; 0 when no value has
-    decimals or the strings are unknown (computed positions)."""
-    step = 0.0
+def _quanta(values: Any) -> np.ndarray:
+    """The rounding step of each decimal string: 0.1 for '12.3', 1e-6 for '-6.4e-005',
+    0 for whole numbers ('-120': exact) and for values without their original text."""
+    out = []
     for v in values:
         text = getattr(v, "original_string", None)
         if not isinstance(text, str):
-            return 0.0
-        text = text.strip().lower()
-        if "e" in text or "." not in text:
+            out.append(0.0)
             continue
-        step = max(step, 10.0 ** (-len(text.split(".")[1])))
-    return step
+        mantissa, _, exponent = text.strip().lower().partition("e")
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        power = int(exponent) if exponent.lstrip("+-").isdigit() else 0
+        out.append(10.0 ** (power - decimals) if decimals or power < 0 else 0.0)
+    return np.array(out, dtype=np.float64)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -237,7 +249,7 @@ def _functional(frame: Dataset | None, shared: Dataset | None, keyword: str) -> 
 def _common(ds: Dataset, path: Path) -> dict[str, Any]:
     return {
         "path": path,
-        "series_uid": str(ds.get("SeriesInstanceUID", "")) or "unknown-series",
+        "series_uid": str(ds.get("SeriesInstanceUID", "")) or UNKNOWN_SERIES,
         "series_number": _int_or_none(ds.get("SeriesNumber")),
         "series_description": str(ds.get("SeriesDescription", "")),
         "sop_class_uid": str(ds.get("SOPClassUID", "")),
@@ -320,7 +332,8 @@ def _classic_records(ds: Dataset, path: Path) -> list[SliceRecord]:
         col_cosine=col,
         position=ipp,
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        position_quantum=_quantum(ds.ImagePositionPatient),
+        position_quanta=_quanta(ds.ImagePositionPatient),
+        orientation_quantum=float(_quanta(ds.ImageOrientationPatient).max()),
         slice_thickness=_optional_float(ds.get("SliceThickness")),
         spacing_between_slices=_optional_float(ds.get("SpacingBetweenSlices")),
         slope=_optional_float(ds.get("RescaleSlope")) or 1.0,
@@ -384,7 +397,7 @@ def _mosaic_records(ds: Dataset, base: SliceRecord) -> list[SliceRecord]:
         rec.tile = t
         rec.rows, rec.cols = base.rows // grid, base.cols // grid
         rec.position = first + t * step * normal
-        rec.position_quantum = 0.0
+        rec.position_quanta = np.zeros(3)
         rec.keys = keys
         records.append(rec)
     return records
@@ -425,7 +438,8 @@ def _enhanced_records(ds: Dataset, path: Path) -> list[SliceRecord]:
                 col_cosine=col,
                 position=ipp,
                 pixel_spacing=(float(spacing[0]), float(spacing[1])),
-                position_quantum=_quantum(plane_pos.ImagePositionPatient),
+                position_quanta=_quanta(plane_pos.ImagePositionPatient),
+                orientation_quantum=float(_quanta(plane_ori.ImageOrientationPatient).max()),
                 slice_thickness=_optional_float(measures.get("SliceThickness")),
                 spacing_between_slices=_optional_float(measures.get("SpacingBetweenSlices")),
                 slope=_optional_float(transform.get("RescaleSlope")) or 1.0,
@@ -474,10 +488,10 @@ def has_pixel_data(ds: Dataset) -> bool:
 
 def is_image_header(ds: Dataset) -> bool:
     """An image object's header (image SOP class, Rows, plane position) whatever its pixels."""
-    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", ""))))
-    return "Image Storage" in sop_class.name or any(
-        k in ds for k in ("Rows", "ImagePositionPatient", "PerFrameFunctionalGroupsSequence")
-    )
+    sop_class = str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", "")))
+    if sop_class:  # spectroscopy, raw data... have Rows or positions but are no images
+        return "Image Storage" in pydicom.uid.UID(sop_class).name
+    return any(k in ds for k in ("Rows", "ImagePositionPatient", "PerFrameFunctionalGroupsSequence"))
 
 
 def records_from_dataset(ds: Dataset, path: Path) -> list[SliceRecord]:

@@ -481,3 +481,117 @@ def test_folder_with_gz_dicom_junk_and_a_broken_slice(tmp_path: Path) -> None:
     with refused(InputError, "not a readable DICOM file|truncated") as err:
         load(tmp_path / "s")
     assert files[0].name in str(err.value)
+
+
+# --- second review: rounding per slice and per varying coordinate, 4D gaps, image types -------
+
+
+def test_thin_slices_with_a_missing_slice_and_coarse_positions(tmp_path: Path) -> None:
+    """0.3 mm slices with positions rounded to 0.1 mm: rounding cannot explain a missing slice
+    (the allowance is capped at a quarter of the spacing), nor one 1.3 mm gap among 1 mm gaps."""
+    n = 60
+    z = [0.3 * k for k in range(n) if k != 30]
+    positions = np.array([[0.0, 0.0, zk] for zk in z])
+    write_series(tmp_path / "thin", seeded_data((4, 4, n - 1), 7), _axial(n - 1, 0.3), positions=positions,
+                 position_decimals=1)
+    with refused(GeometryError, "missing slice|non-uniform"):
+        load(tmp_path / "thin")
+    z = np.concatenate([[0.0], np.cumsum([1.0] * 10 + [1.3] + [1.0] * 10)])
+    positions = np.array([[0.0, 0.0, zk] for zk in z])
+    write_series(tmp_path / "jump", seeded_data((4, 4, len(z)), 8), _axial(len(z), 1.0), positions=positions,
+                 position_decimals=1)
+    with refused(GeometryError, "non-uniform"):
+        load(tmp_path / "jump")
+
+
+def test_a_constant_coordinate_does_not_loosen_the_check(tmp_path: Path) -> None:
+    """x written as '-118.5' on every slice, z with 6 decimals: a slice 0.15 mm off is refused."""
+    n = 40
+    positions = np.array([[-118.5, 3.0, float(k) + (0.15 if k == 20 else 0.0)] for k in range(n)])
+    files = write_series(tmp_path / "s", seeded_data((4, 4, n), 9), _axial(n, 1.0), positions=positions)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = ["-118.5", "3", f"{z:.6f}"]
+        ds.save_as(f)
+    with refused(GeometryError, "non-uniform"):
+        load(tmp_path / "s")
+
+
+@pytest.mark.parametrize("fmt", ["%.5g", "%.4g", "%.2f", "%g"])
+def test_significant_digit_positions_are_accepted(tmp_path: Path, fmt: str) -> None:
+    """Positions written with a number of significant digits (the step varies with magnitude)
+    load: each slice's allowance comes from its own strings."""
+    affine = phantom_affine(5, seed=11, spacing=(0.9, 0.9, 1.1))
+    files = write_series(tmp_path / "s", seeded_data((6, 5, 40), 10), affine)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ImagePositionPatient = [fmt % float(v) for v in ds.ImagePositionPatient]
+        ds.save_as(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # jitter warnings are expected
+        vol = load(tmp_path / "s")
+    assert vol.shape[2] == 40
+
+
+def test_four_decimal_orientation_is_no_gantry_tilt(tmp_path: Path) -> None:
+    """ImageOrientationPatient rounded to 4 decimals tilts the computed normal slightly: over a
+    250 mm stack that is not a gantry tilt."""
+    affine = phantom_affine(9, seed=12, spacing=(0.9, 0.9, 2.5))
+    files = write_series(tmp_path / "s", seeded_data((6, 5, 100), 13), affine)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = [f"{float(v):.4f}" for v in ds.ImageOrientationPatient]
+        ds.save_as(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load(tmp_path / "s").shape[2] == 100
+
+
+def test_a_volume_of_a_4d_series_missing_a_slice(tmp_path: Path) -> None:
+    affine = _axial(6, 2.0)
+    write_series(tmp_path / "s", seeded_data((4, 4, 6), 14), affine, series_uid="1.2.3.9",
+                 extra={"AcquisitionNumber": 1}, name_prefix="A")
+    write_series(tmp_path / "s", seeded_data((4, 4, 6), 15), affine, series_uid="1.2.3.9",
+                 extra={"AcquisitionNumber": 2}, name_prefix="B", slice_indices=[0, 1, 2, 4, 5])
+    with refused(GeometryError, "missing slice: the volume with acquisition_number=2 has 5 slices, another 6"):
+        load(tmp_path / "s")
+
+
+def test_magnitude_and_phase_are_two_series(tmp_path: Path) -> None:
+    affine = _axial(4, 2.0)
+    for part in ("M", "P"):
+        write_series(tmp_path / "s", seeded_data((4, 4, 4), 16), affine, series_uid="1.2.3.10",
+                     extra={"ImageType": ["ORIGINAL", "PRIMARY", part, "ND"]}, name_prefix=part)
+    series = list_series(tmp_path / "s")
+    assert len(series) == 2 and {s.image_type for s in series} == {"ORIGINAL\\PRIMARY\\M\\ND",
+                                                                    "ORIGINAL\\PRIMARY\\P\\ND"}
+    with refused(InputError, "holds 2 series"):
+        load(tmp_path / "s")
+    assert load(tmp_path / "s", series=series[1].id).n_channels == 1
+
+
+def test_broken_files_named_like_dicom_are_errors(tmp_path: Path) -> None:
+    """An empty IM_0004.dcm at the end of a folder is an error, not 'not DICOM, skipped'; a
+    malformed value (Rows '1A') is one line naming the file, not an internal error."""
+    files = write_series(tmp_path / "s", seeded_data((4, 4, 4), 17), _axial(4, 2.0))
+    files[-1].write_bytes(b"")
+    with refused(InputError, "not a readable DICOM file|empty") as err:
+        load(tmp_path / "s")
+    assert "IM_0004.dcm" in str(err.value)
+    from pydicom.data import get_testdata_file
+
+    bad = get_testdata_file("badVR.dcm")  # pydicom's file with Rows stored as '1A'
+    with pytest.warns(UserWarning):  # pydicom's own complaint about the value
+        with refused(InputError, "malformed DICOM value") as err:
+            load(bad)
+    assert "badVR.dcm" in str(err.value)
+
+
+def test_header_only_file_named_in_a_list_is_an_error(tmp_path: Path) -> None:
+    files = write_series(tmp_path / "s", seeded_data((4, 4, 3), 19), _axial(3, 2.0))
+    ds = pydicom.dcmread(files[0])
+    del ds.PixelData
+    ds.save_as(files[0])
+    with refused(InputError, "truncated"):
+        load(files)
