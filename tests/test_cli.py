@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -250,7 +251,10 @@ def test_convert_existing_output_needs_force(
     out = tmp_path / name
     if extra:
         out.mkdir()
-        (out / "IM_0001.dcm").write_text("old output")  # a previous mrisr series may be replaced
+        assert main(["convert", str(src), str(out / "x"), "--format", "dicom", "--quiet"]) == 0
+        (out / "x" / "IM_0001.dcm").rename(out / "IM_0001.dcm")  # a previous mrisr output may be replaced
+        shutil.rmtree(out / "x")
+        capsys.readouterr()
     else:
         out.write_bytes(b"old output")
     before = digest(out)

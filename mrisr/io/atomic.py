@@ -20,7 +20,8 @@ from ..errors import MrisrError, OutputError
 __all__ = ["atomic_output"]
 
 #: The file names of a DICOM series that mrisr writes (``IM_0001.dcm``...): the
-#: only content of a folder that ``force`` may delete.
+#: only content of a folder that ``force`` may delete, and only when their
+#: SoftwareVersions names mrisr.
 _SERIES_FILE = re.compile(r"IM_\d+\.dcm")
 
 
@@ -105,6 +106,17 @@ def _is_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def _written_by_mrisr(path: Path) -> bool:
+    """A DICOM file whose SoftwareVersions names mrisr (some exporters use IM_0001.dcm too)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SoftwareVersions"])
+    except Exception:  # unreadable: not ours, so not ours to delete
+        return False
+    return "mrisr" in str(ds.get("SoftwareVersions", "")).lower()
+
+
 def _check_replaceable_folder(dest: Path) -> None:
     """Refuse to delete a folder that holds anything but an mrisr DICOM series."""
     try:
@@ -116,7 +128,11 @@ def _check_replaceable_folder(dest: Path) -> None:
             fix="check its permissions, or choose a new folder",
         ) from exc
     for entry in entries:
-        if not (_SERIES_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+        if not (
+            _SERIES_FILE.fullmatch(entry.name)
+            and entry.is_file(follow_symlinks=False)
+            and _written_by_mrisr(Path(entry.path))
+        ):
             raise OutputError(
                 f"holds files that are not an mrisr DICOM series (e.g. {entry.name}); refusing to delete them",
                 dest,

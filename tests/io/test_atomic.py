@@ -5,10 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from mrisr.errors import InputError, MrisrError, OutputError
 from mrisr.io.atomic import atomic_output
+
+
+def _mrisr_dicom(path: Path) -> None:
+    """A tiny DICOM file that says mrisr wrote it (SoftwareVersions), as a previous output would."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SoftwareVersions = "mrisr 0.1.0"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
 
 
 def _names(folder: Path) -> list[str]:
@@ -75,8 +87,8 @@ def test_folder_output_created_and_replaced_with_force(tmp_path: Path) -> None:
     dest = tmp_path / "series"
     with atomic_output(dest, force=False) as tmp:
         tmp.mkdir()
-        (tmp / "IM_0001.dcm").write_bytes(b"1")
-        (tmp / "IM_0002.dcm").write_bytes(b"1")
+        _mrisr_dicom(tmp / "IM_0001.dcm")
+        _mrisr_dicom(tmp / "IM_0002.dcm")
     assert _names(dest) == ["IM_0001.dcm", "IM_0002.dcm"]
     with pytest.raises(OutputError, match="force"):
         with atomic_output(dest, force=False):
@@ -131,6 +143,7 @@ def test_folder_and_file_never_replace_each_other(tmp_path: Path, writer_makes: 
         (["IM_0001.dcm", "IM_x.dcm"], "IM_x.dcm"),
         (["IM_0001.dcm", "sub/"], "sub"),
         ([".DS_Store"], ".DS_Store"),
+        (["IM_0007.dcm"], "IM_0007.dcm"),  # named like ours, but another exporter's (no mrisr inside)
     ],
 )
 def test_force_never_deletes_a_folder_that_is_not_an_mrisr_series(
@@ -141,6 +154,8 @@ def test_force_never_deletes_a_folder_that_is_not_an_mrisr_series(
     for name in content:
         if name.endswith("/"):
             (dest / name).mkdir()
+        elif name == "IM_0001.dcm":
+            _mrisr_dicom(dest / name)  # an earlier mrisr output beside the offending entry
         else:
             (dest / name).write_bytes(b"keep")
     reached = False
