@@ -183,7 +183,7 @@ def read_dicom(
     # (C, X, Y, Z) view of it, the same memory layout as NIfTI's (Fortran order per channel).
     stack = np.empty((len(volumes), len(volumes[0]), first.rows, first.cols), dtype=np.float32)
     float_pixels = any(not _has_integer_pixel_data(datasets[r.path]) for v in volumes for r in v)
-    _fill(stack, volumes, datasets, where)
+    lo, hi = _fill(stack, volumes, datasets, where)
     array = stack.transpose(0, 3, 2, 1)
     if float_pixels:
         check_finite(array, where)
@@ -192,8 +192,8 @@ def read_dicom(
     meta: dict[str, Any] = {
         "source_format": "dicom",
         "source_paths": source_paths,
-        "dtype": _value_dtype(volumes, datasets, array),
-        "range": [float(array.min()), float(array.max())],
+        "dtype": _value_dtype(volumes, datasets, lo, hi),
+        "range": [lo, hi],
         "series_id": candidate.id,
         "series_uid": first.series_uid,
         "series_description": first.series_description,
@@ -227,16 +227,15 @@ def _template(header: Dataset) -> Dataset:
 
 
 def _value_dtype(
-    volumes: Sequence[Sequence[SliceRecord]], datasets: dict[Path, Dataset], array: np.ndarray
+    volumes: Sequence[Sequence[SliceRecord]], datasets: dict[Path, Dataset], lo: float, hi: float
 ) -> str:
-    """The integer dtype that holds the rescaled values exactly, else float32."""
+    """The integer dtype that holds the rescaled values (range ``lo..hi``) exactly, else float32."""
     recs = [r for v in volumes for r in v]
     if any(r.slope != 1.0 or r.intercept != round(r.intercept) for r in recs):
         return "float32"
     stored = datasets[recs[0].path]
     bits = int(stored.get("BitsAllocated", 16))
     signed = int(stored.get("PixelRepresentation", 0)) == 1
-    lo, hi = float(array.min()), float(array.max())
     for name in ([f"int{bits}"] if signed else [f"uint{bits}"]) + ["int16", "int32"]:
         try:
             info = np.iinfo(name)
@@ -249,37 +248,42 @@ def _value_dtype(
 
 def _fill(
     stack: np.ndarray, volumes: Sequence[Sequence[SliceRecord]], datasets: dict[Path, Dataset], where: Path
-) -> None:
+) -> tuple[float, float]:
     """Decode, rescale and copy every plane into ``stack`` (C, Z, rows, cols).
 
     Files holding several planes (multi-frame, mosaic) are decoded once, first; single-plane
     files are decoded, copied and freed in a thread pool (numpy's copies and file reads
     release the GIL, so first-touch page faults and casts run on all cores).
+
+    Returns:
+        The value range ``(min, max)``, taken plane by plane while each is in cache.
     """
     uses = Counter(rec.path for volume in volumes for rec in volume)
     shared = {path: _decode(datasets[path], path) for path, n in uses.items() if n > 1}
 
-    def copy_plane(c: int, k: int, rec: SliceRecord) -> None:
+    def copy_plane(c: int, k: int, rec: SliceRecord) -> tuple[float, float]:
         ds = datasets[rec.path]
         pixels = shared[rec.path] if rec.path in shared else _decode(ds, rec.path)
-        stack[c, k] = _plane(rec, pixels)
+        plane = stack[c, k]
+        plane[...] = _plane(rec, pixels)
         if rec.slope != 1.0 or rec.intercept != 0.0:
-            stack[c, k] *= np.float32(rec.slope)
-            stack[c, k] += np.float32(rec.intercept)
+            plane *= np.float32(rec.slope)
+            plane += np.float32(rec.intercept)
         if rec.path not in shared:
             _drop_pixels(ds)  # free the file's bytes once copied: peak memory ~ the output
+        return float(plane.min()), float(plane.max())
 
     jobs = [(c, k, rec) for c, volume in enumerate(volumes) for k, rec in enumerate(volume)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(copy_plane, *job) for job in jobs]
         try:
-            for future in futures:
-                future.result()  # re-raises the first InputError
+            ranges = [future.result() for future in futures]  # re-raises the first InputError
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     for path in shared:
         _drop_pixels(datasets[path])
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def _plane(rec: SliceRecord, pixels: np.ndarray) -> np.ndarray:
