@@ -312,6 +312,41 @@ def _hashable(value: Any) -> Any:
     return value if isinstance(value, (int, str, tuple)) else str(value)
 
 
+def _plane_record(
+    path: Path,
+    common: dict[str, Any],
+    keys: dict[str, Any],
+    frame: int | None,
+    position: Dataset,
+    orientation: Dataset,
+    measures: Dataset,
+    transform: Dataset,
+) -> SliceRecord:
+    """One plane from the items holding its Plane Position, Plane Orientation, Pixel Measures
+    and Pixel Value Transformation attributes: the dataset itself for a classic image, the
+    functional group items (per-frame, else shared) for a frame of an enhanced image."""
+    iop = _floats(orientation.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
+    ipp = _floats(position.ImagePositionPatient, 3, "ImagePositionPatient", path)
+    spacing = _floats(measures.get("PixelSpacing", []), 2, "PixelSpacing", path)
+    row, col = _plane_axes(iop, spacing, path)
+    return SliceRecord(
+        frame=frame,
+        tile=None,
+        row_cosine=row,
+        col_cosine=col,
+        position=ipp,
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        position_quanta=_quanta(position.ImagePositionPatient),
+        orientation_quantum=float(_quanta(orientation.ImageOrientationPatient).max()),
+        slice_thickness=_optional_float(measures.get("SliceThickness")),
+        spacing_between_slices=_optional_float(measures.get("SpacingBetweenSlices")),
+        slope=_optional_float(transform.get("RescaleSlope")) or 1.0,
+        intercept=_optional_float(transform.get("RescaleIntercept")) or 0.0,
+        keys=keys,
+        **common,
+    )
+
+
 def _classic_records(ds: Dataset, path: Path) -> list[SliceRecord]:
     if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
         raise UnusableImage(
@@ -319,28 +354,7 @@ def _classic_records(ds: Dataset, path: Path) -> list[SliceRecord]:
             path,
             "give mrisr a scanner-reconstructed series (not a screenshot or secondary capture)",
         )
-    iop = _floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
-    ipp = _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", path)
-    spacing = _floats(ds.get("PixelSpacing", []), 2, "PixelSpacing", path)
-    common = _common(ds, path)
-    keys = _classic_keys(ds)
-    row, col = _plane_axes(iop, spacing, path)
-    record = SliceRecord(
-        frame=None,
-        tile=None,
-        row_cosine=row,
-        col_cosine=col,
-        position=ipp,
-        pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        position_quanta=_quanta(ds.ImagePositionPatient),
-        orientation_quantum=float(_quanta(ds.ImageOrientationPatient).max()),
-        slice_thickness=_optional_float(ds.get("SliceThickness")),
-        spacing_between_slices=_optional_float(ds.get("SpacingBetweenSlices")),
-        slope=_optional_float(ds.get("RescaleSlope")) or 1.0,
-        intercept=_optional_float(ds.get("RescaleIntercept")) or 0.0,
-        keys=keys,
-        **common,
-    )
+    record = _plane_record(path, _common(ds, path), _classic_keys(ds), None, ds, ds, ds, ds)
     if _is_mosaic(ds):
         return _mosaic_records(ds, record)
     return [record]
@@ -425,29 +439,9 @@ def _enhanced_records(ds: Dataset, path: Path) -> list[SliceRecord]:
                 path,
                 "give mrisr a series with geometry (this looks like a frame set without it)",
             )
-        iop = _floats(plane_ori.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
-        ipp = _floats(plane_pos.ImagePositionPatient, 3, "ImagePositionPatient", path)
-        spacing = _floats(measures.get("PixelSpacing", []), 2, "PixelSpacing", path)
         transform = _functional(frame, shared, "PixelValueTransformationSequence") or ds
-        row, col = _plane_axes(iop, spacing, path)
-        records.append(
-            SliceRecord(
-                frame=f,
-                tile=None,
-                row_cosine=row,
-                col_cosine=col,
-                position=ipp,
-                pixel_spacing=(float(spacing[0]), float(spacing[1])),
-                position_quanta=_quanta(plane_pos.ImagePositionPatient),
-                orientation_quantum=float(_quanta(plane_ori.ImageOrientationPatient).max()),
-                slice_thickness=_optional_float(measures.get("SliceThickness")),
-                spacing_between_slices=_optional_float(measures.get("SpacingBetweenSlices")),
-                slope=_optional_float(transform.get("RescaleSlope")) or 1.0,
-                intercept=_optional_float(transform.get("RescaleIntercept")) or 0.0,
-                keys=_enhanced_keys(frame, shared),
-                **common,
-            )
-        )
+        keys = _enhanced_keys(frame, shared)
+        records.append(_plane_record(path, common, keys, f, plane_pos, plane_ori, measures, transform))
     return records
 
 
