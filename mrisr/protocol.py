@@ -1,0 +1,491 @@
+"""Acquisition protocols: typed, validated, plain data.
+
+A protocol file (``protocols/*.yaml``) reads like a scanner's protocol card. It is
+loaded with ``yaml.safe_load`` (no code, no expressions) and validated into the frozen
+dataclasses below: unknown keys, wrong types and out-of-range values raise a
+:class:`~mrisr.errors.ProtocolError` that names the key path (``acquisition.slice.thickness_mm``).
+
+Physical parameters are :class:`Param`: a ``nominal`` value (the fixed setting used for
+evaluation) and a training ``range`` sampled uniformly; a plain number means a fixed value.
+:meth:`Acquisition.nominal` and :meth:`Acquisition.sample` turn the block into concrete
+:class:`AcquisitionParams` for :func:`mrisr.kspace.degrade`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import torch
+import yaml
+
+from .errors import ProtocolError
+
+__all__ = [
+    "Param",
+    "SliceBlock",
+    "InPlaneBlock",
+    "NoiseBlock",
+    "MotionBlock",
+    "UndersamplingBlock",
+    "Acquisition",
+    "AcquisitionParams",
+    "Protocol",
+    "load_protocol",
+    "list_protocols",
+    "protocol_dirs",
+    "SCHEMA_VERSION",
+]
+
+#: The protocol format this code reads.
+SCHEMA_VERSION = 1
+
+Orientation = Literal["axial", "coronal", "sagittal"]
+PhaseEncode = Literal["AP", "LR", "SI"]
+ProfileName = Literal["rect", "gaussian", "sinc"]
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    if low == high:
+        return float(low)
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    return low + (high - low) * u
+
+
+@dataclass(frozen=True)
+class Param:
+    """A physical parameter: ``nominal`` for evaluation, ``range`` (low, high) for training.
+
+    In YAML: a number (fixed, ``range = (v, v)``) or ``{nominal: v, range: [low, high]}``.
+    ``.inf`` is allowed where a parameter says so (SNR: noise-free).
+    """
+
+    nominal: float
+    range: tuple[float, float]
+
+    def sample(self, generator: torch.Generator) -> float:
+        """A uniform draw from ``range`` (the nominal value when the range is a point)."""
+        return _uniform(self.range[0], self.range[1], generator)
+
+    def check(self, path: str, low: float, high: float, *, low_open: bool = False) -> None:
+        """Every value within ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+        for value, where in ((self.nominal, "nominal"), (self.range[0], "range"), (self.range[1], "range")):
+            below = value <= low if low_open else value < low
+            if math.isnan(value) or below or value > high:
+                bracket = "(" if low_open else "["
+                raise ProtocolError(
+                    f"{path}.{where}: {value} is outside {bracket}{low}, {high}]", fix="give a value in that interval"
+                )
+        if self.range[0] > self.range[1] or not self.range[0] <= self.nominal <= self.range[1]:
+            raise ProtocolError(
+                f"{path}: nominal {self.nominal} must lie in range [{self.range[0]}, {self.range[1]}] (low <= high)",
+                fix="widen the range or move the nominal value",
+            )
+
+
+@dataclass(frozen=True)
+class SliceBlock:
+    """Through-plane: slice profile, thickness and gap (spacing = thickness + gap), in mm.
+
+    ``scale`` instead of ``thickness_mm``/``gap_mm`` makes thickness and spacing a multiple
+    of the input's spacing along the slice axis (``thick-slice-x4``). ``profile`` may be a
+    list: training draws one, the first is nominal.
+    """
+
+    profile: ProfileName | tuple[ProfileName, ...] = "gaussian"
+    thickness_mm: Param | None = None
+    gap_mm: Param | None = None
+    scale: Param | None = None
+
+    def validate(self, path: str) -> None:
+        if (self.scale is None) == (self.thickness_mm is None):
+            raise ProtocolError(
+                f"{path}: give either thickness_mm (with an optional gap_mm) or scale, not both or neither",
+                fix="set thickness_mm for a clinical protocol, or scale for a relative one",
+            )
+        if self.scale is not None:
+            if self.gap_mm is not None:
+                raise ProtocolError(f"{path}.gap_mm: not allowed with scale", fix="drop gap_mm or use thickness_mm")
+            self.scale.check(f"{path}.scale", 1.0, 64.0)
+        else:
+            assert self.thickness_mm is not None
+            self.thickness_mm.check(f"{path}.thickness_mm", 0.0, 100.0, low_open=True)
+            if self.gap_mm is not None:
+                self.gap_mm.check(f"{path}.gap_mm", -0.9 * self.thickness_mm.range[0], 100.0)
+
+    @property
+    def profiles(self) -> tuple[ProfileName, ...]:
+        return self.profile if isinstance(self.profile, tuple) else (self.profile,)
+
+
+@dataclass(frozen=True)
+class InPlaneBlock:
+    """In-plane: the acquired spacing (mm, both in-plane axes), the scanner's k-space window
+    and whether the image comes back on the acquired grid or zero-filled to the input grid."""
+
+    spacing_mm: Param
+    window: Literal["none", "hamming", "tukey"] = "none"
+    reconstruction: Literal["acquired", "zerofilled"] = "zerofilled"
+
+    def validate(self, path: str) -> None:
+        self.spacing_mm.check(f"{path}.spacing_mm", 0.0, 20.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class NoiseBlock:
+    """Complex Gaussian noise at a signal-to-noise ratio (signal: the foreground mean).
+    ``.inf`` is noise-free; training draws 1/SNR uniformly between the range's ends."""
+
+    snr: Param
+
+    def validate(self, path: str) -> None:
+        self.snr.check(f"{path}.snr", 0.0, math.inf, low_open=True)
+
+    def sample(self, generator: torch.Generator) -> float:
+        inv = _uniform(1.0 / self.snr.range[1], 1.0 / self.snr.range[0], generator)
+        return math.inf if inv == 0.0 else 1.0 / inv
+
+
+@dataclass(frozen=True)
+class MotionBlock:
+    """Rigid motion between k-space segments along the phase-encode axis (ghosting).
+    Training applies it with ``probability``; the nominal setting uses the nominal values."""
+
+    segments: int = 8
+    max_translation_mm: Param = field(default_factory=lambda: Param(0.0, (0.0, 0.0)))
+    max_rotation_deg: Param = field(default_factory=lambda: Param(0.0, (0.0, 0.0)))
+    probability: float = 1.0
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.segments <= 1024:
+            raise ProtocolError(f"{path}.segments: {self.segments} is outside [1, 1024]", fix="give a shot count")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ProtocolError(f"{path}.probability: {self.probability} is outside [0, 1]", fix="give a probability")
+        self.max_translation_mm.check(f"{path}.max_translation_mm", 0.0, 50.0)
+        self.max_rotation_deg.check(f"{path}.max_rotation_deg", 0.0, 45.0)
+
+
+@dataclass(frozen=True)
+class UndersamplingBlock:
+    """Cartesian undersampling along the phase-encode axis with a fully sampled centre."""
+
+    acceleration: Param
+    center_fraction: float = 0.08
+    kind: Literal["random", "equispaced"] = "equispaced"
+
+    def validate(self, path: str) -> None:
+        self.acceleration.check(f"{path}.acceleration", 1.0, 16.0)
+        if not 0.0 < self.center_fraction <= 1.0:
+            raise ProtocolError(
+                f"{path}.center_fraction: {self.center_fraction} is outside (0, 1]", fix="give a fraction"
+            )
+
+
+@dataclass(frozen=True)
+class AcquisitionParams:
+    """One concrete acquisition, drawn from an :class:`Acquisition` block (all lengths in mm).
+
+    ``thickness_mm``/``slice_spacing_mm`` are None when ``slice_scale`` (a multiple of
+    the input spacing) is used instead. ``snr`` is ``inf`` for no noise; ``motion_*`` are
+    zero for no motion; ``in_plane_spacing_mm`` None for no in-plane loss.
+    """
+
+    orientation: Orientation
+    phase_encode: PhaseEncode
+    profile: ProfileName
+    thickness_mm: float | None
+    slice_spacing_mm: float | None
+    slice_scale: float | None
+    in_plane_spacing_mm: float | None
+    window: str
+    reconstruction: str
+    partial_fourier: float
+    snr: float
+    motion_segments: int
+    motion_translation_mm: float
+    motion_rotation_deg: float
+    acceleration: float
+    center_fraction: float
+    undersampling_kind: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``inf`` becomes the string ``"inf"``)."""
+        return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The simulated low-resolution acquisition (the ``acquisition`` block)."""
+
+    orientation: Orientation
+    slice: SliceBlock
+    phase_encode: PhaseEncode = "AP"
+    in_plane: InPlaneBlock | None = None
+    partial_fourier: Param | None = None
+    noise: NoiseBlock | None = None
+    motion: MotionBlock | None = None
+    undersampling: UndersamplingBlock | None = None
+
+    def validate(self, path: str) -> None:
+        normal = {"axial": "SI", "coronal": "AP", "sagittal": "LR"}[self.orientation]
+        if self.phase_encode == normal:
+            raise ProtocolError(
+                f"{path}.phase_encode: {self.phase_encode} is the slice direction of a {self.orientation} acquisition",
+                fix="choose an in-plane direction",
+            )
+        self.slice.validate(f"{path}.slice")
+        for name in ("in_plane", "noise", "motion", "undersampling"):
+            block = getattr(self, name)
+            if block is not None:
+                block.validate(f"{path}.{name}")
+        if self.partial_fourier is not None:
+            self.partial_fourier.check(f"{path}.partial_fourier", 0.5, 1.0)
+
+    def _params(self, pick: typing.Callable[[Param], float], profile: ProfileName, snr: float,
+                moving: bool) -> AcquisitionParams:
+        s = self.slice
+        thickness = pick(s.thickness_mm) if s.thickness_mm is not None else None
+        gap = pick(s.gap_mm) if s.gap_mm is not None else 0.0
+        return AcquisitionParams(
+            orientation=self.orientation,
+            phase_encode=self.phase_encode,
+            profile=profile,
+            thickness_mm=thickness,
+            slice_spacing_mm=None if thickness is None else thickness + gap,
+            slice_scale=pick(s.scale) if s.scale is not None else None,
+            in_plane_spacing_mm=pick(self.in_plane.spacing_mm) if self.in_plane else None,
+            window=self.in_plane.window if self.in_plane else "none",
+            reconstruction=self.in_plane.reconstruction if self.in_plane else "zerofilled",
+            partial_fourier=pick(self.partial_fourier) if self.partial_fourier else 1.0,
+            snr=snr,
+            motion_segments=self.motion.segments if self.motion else 1,
+            motion_translation_mm=pick(self.motion.max_translation_mm) if self.motion and moving else 0.0,
+            motion_rotation_deg=pick(self.motion.max_rotation_deg) if self.motion and moving else 0.0,
+            acceleration=pick(self.undersampling.acceleration) if self.undersampling else 1.0,
+            center_fraction=self.undersampling.center_fraction if self.undersampling else 1.0,
+            undersampling_kind=self.undersampling.kind if self.undersampling else "equispaced",
+        )
+
+    def nominal(self) -> AcquisitionParams:
+        """The fixed evaluation setting: every nominal value, the first profile."""
+        snr = self.noise.snr.nominal if self.noise else math.inf
+        return self._params(lambda p: p.nominal, self.slice.profiles[0], snr, moving=True)
+
+    def sample(self, generator: torch.Generator) -> AcquisitionParams:
+        """A training draw: uniform within each range, one of the profiles, motion with its probability."""
+        profiles = self.slice.profiles
+        profile = profiles[int(torch.randint(len(profiles), (), generator=generator))]
+        snr = self.noise.sample(generator) if self.noise else math.inf
+        moving = self.motion is not None and _uniform(0.0, 1.0, generator) < self.motion.probability
+        return self._params(lambda p: p.sample(generator), profile, snr, moving)
+
+
+@dataclass(frozen=True)
+class NetworkBlock:
+    """The network a model for this protocol uses (see :mod:`mrisr.nets`)."""
+
+    name: str = "vdsr"
+    spatial_dims: Literal[2, 3] = 2
+    features: int = 64
+    depth: int = 20
+
+
+@dataclass(frozen=True)
+class TrainBlock:
+    """Training settings: patches, batches, optimiser and VDSR's adjustable gradient clipping."""
+
+    patch_size: tuple[int, ...] = (64, 64)
+    batch_size: int = 16
+    epochs: int = 80
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    learning_rate: float = 0.1
+    clip_theta: float = 0.01
+
+
+@dataclass(frozen=True)
+class InferenceBlock:
+    """Inference: the target spacing (mm; None = isotropic at the finest input spacing)
+    and sliding-window overlap."""
+
+    spacing_mm: float | None = None
+    overlap: float = 0.25
+
+
+@dataclass(frozen=True)
+class ExportBlock:
+    """Formats written by default besides the input's own."""
+
+    formats: tuple[Literal["nifti", "nrrd", "dicom", "mha"], ...] = ("nifti",)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A whole protocol card."""
+
+    schema_version: int
+    name: str
+    description: str
+    acquisition: Acquisition
+    network: NetworkBlock = field(default_factory=NetworkBlock)
+    train: TrainBlock = field(default_factory=TrainBlock)
+    inference: InferenceBlock = field(default_factory=InferenceBlock)
+    export: ExportBlock = field(default_factory=ExportBlock)
+    source: str = ""
+
+    def validate(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise ProtocolError(
+                f"schema_version: {self.schema_version} is not supported (this mrisr reads {SCHEMA_VERSION})",
+                fix="update mrisr or the protocol file",
+            )
+        self.acquisition.validate("acquisition")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(tp: Any, value: Any, path: str) -> Any:
+    """``value`` (from YAML) as type ``tp``, or a ProtocolError naming ``path``."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _build(option, value, path)
+            except ProtocolError as exc:
+                errors.append(exc.problem)
+        raise ProtocolError(errors[-1] if len(errors) == 1 else f"{path}: {value!r} fits none of the allowed forms",
+                            fix="see protocols/README.md for the format")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ProtocolError(f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))}",
+                                fix="use one of those values")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise ProtocolError(f"{path}: expected a list, got {value!r}", fix="write it as [a, b, ...]")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ProtocolError(f"{path}: expected {len(args)} values, got {len(value)}", fix="fix the list length")
+        return tuple(_build(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if tp is Param:
+        return _param(value, path)
+    if is_dataclass(tp):
+        return _dataclass(tp, value, path)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProtocolError(f"{path}: expected a number, got {value!r}", fix="write a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{path}: expected an integer, got {value!r}", fix="write a whole number")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ProtocolError(f"{path}: expected text, got {value!r}", fix="write text")
+        return value
+    raise ProtocolError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover - a bug in a dataclass
+
+
+def _param(value: Any, path: str) -> Param:
+    if isinstance(value, dict):
+        unknown = set(value) - {"nominal", "range"}
+        if unknown or "nominal" not in value:
+            key = sorted(unknown)[0] if unknown else "nominal"
+            problem = "unknown key (allowed: nominal, range)" if unknown else "missing key"
+            raise ProtocolError(f"{path}.{key}: {problem}", fix="write {nominal: v, range: [low, high]}")
+        nominal = _build(float, value["nominal"], f"{path}.nominal")
+        low, high = _build(tuple[float, float], value.get("range", [nominal, nominal]), f"{path}.range")
+        return Param(nominal, (low, high))
+    number = _build(float, value, path)
+    return Param(number, (number, number))
+
+
+def _dataclass(cls: type, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{path or 'protocol'}: expected a mapping of keys, got {value!r}",
+                            fix="write the block as key: value lines")
+    hints = get_type_hints(cls, globalns=vars(sys.modules[__name__]))
+    names = [f.name for f in fields(cls) if f.name != "source"]
+    for key in value:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise ProtocolError(f"{where}: unknown key (allowed: {', '.join(names)})", fix="remove or rename it")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name == "source":
+            continue
+        where = f"{path}.{f.name}" if path else f.name
+        if f.name in value:
+            kwargs[f.name] = _build(hints[f.name], value[f.name], where)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ProtocolError(f"{where}: missing key", fix=f"add {f.name} to the protocol")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def protocol_dirs() -> list[Path]:
+    """Where shipped protocols live: the source tree's ``protocols/`` (editable installs)
+    and ``<prefix>/share/mrisr/protocols`` (wheel installs)."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here.parent / "protocols", Path(sys.prefix) / "share" / "mrisr" / "protocols") if d.is_dir()]
+
+
+def list_protocols() -> list[Protocol]:
+    """Every shipped protocol, by name."""
+    found: dict[str, Protocol] = {}
+    for folder in protocol_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            found.setdefault(path.stem, load_protocol(path))
+    return [found[name] for name in sorted(found)]
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A validated :class:`Protocol` from a shipped name (``thick-slice-x4``) or a YAML path.
+
+    Raises:
+        ProtocolError: unknown name, unreadable YAML, unknown keys, wrong types or values,
+            naming the key path.
+    """
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        matches = [d / f"{path.name}.yaml" for d in protocol_dirs() if (d / f"{path.name}.yaml").exists()]
+        if not matches:
+            names = ", ".join(p.stem for d in protocol_dirs() for p in sorted(d.glob("*.yaml")))
+            raise ProtocolError(f"no protocol named {str(name_or_path)!r}", fix=f"use one of: {names} or a .yaml path")
+        path = matches[0]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"cannot read the protocol ({exc.strerror or exc})", path, "check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ProtocolError(f"not valid YAML ({reason})", path, "fix the YAML syntax") from None
+    try:
+        protocol = _dataclass(Protocol, data, "")
+        protocol.validate()
+    except ProtocolError as exc:
+        raise ProtocolError(exc.problem, path, exc.fix) from None
+    return Protocol(**{**{f.name: getattr(protocol, f.name) for f in fields(Protocol)}, "source": str(path)})
