@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import MrisrError
+from .errors import InputError, MrisrError, OutputError
 from .io import FORMATS, load, save
 from .volume import Volume
 
@@ -104,6 +104,69 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _device(spec: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda[:N]`` checked to exist."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {spec}: CUDA is not available here", "--device", "use --device cpu or auto")
+    return spec
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import secrets
+    import time
+
+    import torch
+
+    from .export import sha256_file, sidecar_path, write_sidecar
+    from .kspace.degrade import degrade
+    from .protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    sidecar = sidecar_path(args.output)
+    if sidecar.exists() and not args.force:
+        raise OutputError("output already exists", sidecar, "pass --force to replace it, or choose another output")
+    device = _device(args.device)
+    volume = load(args.input)
+    seed = args.seed if args.seed is not None else secrets.randbits(62)
+    generator = torch.Generator().manual_seed(seed)
+    acquisition = protocol.acquisition
+    params = acquisition.nominal() if args.nominal else acquisition.sample(generator)
+    start = time.perf_counter()
+    low = degrade(volume, params, generator, device=device)
+    seconds = time.perf_counter() - start
+    out = save(low, args.output, format=args.format, force=args.force)
+    record = {
+        "mrisr_version": __version__,
+        "command": "simulate",
+        "protocol": {"name": protocol.name, "path": protocol.source, "sha256": sha256_file(protocol.source)},
+        "seed": seed,
+        "nominal": bool(args.nominal),
+        "parameters": low.meta["degradation"],
+        "input": {"path": str(args.input), "sha256": sha256_file(args.input),
+                  "shape": list(volume.shape), "spacing_mm": [float(x) for x in volume.spacing]},
+        "output": {"path": str(out), "shape": list(low.shape), "spacing_mm": [float(x) for x in low.spacing]},
+        "device": device,
+        "seconds": round(seconds, 3),
+    }
+    write_sidecar(out, record, force=args.force)
+    if not args.quiet:
+        print(f"wrote {out} ({' x '.join(map(str, low.shape))} at "
+              f"{' x '.join(f'{x:.3g}' for x in low.spacing)} mm) and {sidecar}")
+    return 0
+
+
+def _cmd_protocols(args: argparse.Namespace) -> int:
+    from .protocol import list_protocols
+
+    for protocol in list_protocols():
+        print(f"{protocol.name:28s} {protocol.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --quiet goes before or after the subcommand; the subcommands' copy (default SUPPRESS)
     # must not reset it. Parents share action objects, hence one parent per default.
@@ -130,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--series", help="DICOM series id when the input holds several")
     convert.add_argument("--force", action="store_true", help="replace an existing output")
     convert.set_defaults(func=_cmd_convert)
+
+    simulate = sub.add_parser(
+        "simulate", help="simulate a low-resolution acquisition of a high-resolution scan", parents=[common]
+    )
+    simulate.add_argument("input", type=Path, help="the high-resolution scan")
+    simulate.add_argument("-o", "--output", type=Path, required=True, help="the low-resolution output")
+    simulate.add_argument("--protocol", required=True, help="a shipped protocol name (mrisr protocols) or a .yaml")
+    simulate.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded in the sidecar)")
+    simulate.add_argument("--nominal", action="store_true", help="the protocol's fixed evaluation setting")
+    simulate.add_argument("--format", choices=sorted(FORMATS), help="default: from the extension")
+    simulate.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    simulate.add_argument("--force", action="store_true", help="replace existing outputs")
+    simulate.set_defaults(func=_cmd_simulate)
+
+    protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
+    protocols.set_defaults(func=_cmd_protocols)
     return parser
 
 

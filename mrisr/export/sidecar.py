@@ -1,0 +1,68 @@
+"""JSON sidecars: what produced an output, from what, with which parameters.
+
+The sidecar of ``out.nii.gz`` is ``out.json``; of a DICOM series folder ``out`` it is
+``out.json`` beside the folder. It is written atomically, like every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from ..io.atomic import atomic_output
+
+__all__ = ["sidecar_path", "write_sidecar", "sha256_file"]
+
+#: Output suffixes that the sidecar name replaces.
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def sidecar_path(output: str | PathLike[str]) -> Path:
+    """``out.json`` for ``out.nii.gz``, ``out.nrrd``... or a series folder ``out``."""
+    path = Path(output)
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_name(name + ".json")
+
+
+def sha256_file(path: str | PathLike[str]) -> str:
+    """The sha256 of a file's bytes, or of a folder's files (sorted relative paths and bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: infinities as strings, numpy/torch scalars as numbers, paths as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, PathLike):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        return _plain(value.item())
+    return value
+
+
+def write_sidecar(output: str | PathLike[str], data: dict[str, Any], force: bool = False) -> Path:
+    """Write ``data`` as the JSON sidecar of ``output`` (atomically); returns its path."""
+    path = sidecar_path(output)
+    with atomic_output(path, force) as tmp:
+        tmp.write_text(json.dumps(_plain(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
