@@ -16,3 +16,32 @@ Conventions shared by every function here:
   drawn there and moved to the image's device, so CPU and CUDA runs match.
 - Identity parameters return the input unchanged.
 """
+
+from .crop import crop_kspace, kspace_crop
+from .degrade import AcquisitionAxes, acquisition_axes, degrade
+from .fft import to_image, to_kspace
+from .masks import cartesian_mask, undersample
+from .motion import motion, random_motion_parameters
+from .noise import rician_noise, signal_level
+from .partial_fourier import partial_fourier, partial_fourier_mask
+from .slice_profile import profile_weights, slice_profile
+
+__all__ = [
+    "to_kspace",
+    "to_image",
+    "slice_profile",
+    "profile_weights",
+    "kspace_crop",
+    "crop_kspace",
+    "partial_fourier",
+    "partial_fourier_mask",
+    "rician_noise",
+    "signal_level",
+    "motion",
+    "random_motion_parameters",
+    "cartesian_mask",
+    "undersample",
+    "degrade",
+    "acquisition_axes",
+    "AcquisitionAxes",
+]
