@@ -14,19 +14,17 @@ Goal (issue): ``mrisr.load`` within 1.5x of SimpleITK.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import machine_info as common_machine_info
+from common import time_runs
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -130,15 +128,6 @@ def warm_page_cache(folder: Path) -> None:
                 pass
 
 
-def time_runs(fn: Callable[[], object], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def find_dcm2niix() -> str | None:
     local = Path(sys.executable).parent / "dcm2niix"  # the PyPI package's binary in a venv
     return str(local) if local.exists() else shutil.which("dcm2niix")
@@ -192,40 +181,7 @@ def bench_dcm2niix(folder: Path, repeats: int) -> list[float] | str:
 
 
 def machine_info() -> dict[str, str]:
-    info = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-    info["cpus (nproc)"] = str(len(os.sched_getaffinity(0)))
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown"
-    info["cpu"] = model
-    try:
-        kib = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal:")
-        )
-        info["ram"] = f"{kib / 2**20:.1f} GiB"
-    except (OSError, StopIteration):
-        info["ram"] = "unknown"
-    info["python"] = platform.python_version()
-    for name, module in [
-        ("torch", "torch"),
-        ("numpy", "numpy"),
-        ("pydicom", "pydicom"),
-        ("SimpleITK", "SimpleITK"),
-        ("mrisr", "mrisr"),
-    ]:
-        try:
-            mod = __import__(module)
-            info[name] = str(getattr(mod, "__version__", None) or mod.Version_VersionString())
-        except Exception:  # report, never fail on a missing package
-            info[name] = "not installed"
+    info = common_machine_info()
     exe = find_dcm2niix()
     if exe:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
