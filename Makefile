@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/mrisr info $(SAMPLE)
+	$(BIN)/mrisr simulate $(SAMPLE) -o demo-out/sample_thick_x4.nii.gz --protocol thick-slice-x4 --nominal --force
+	$(BIN)/mrisr info demo-out/sample_thick_x4.nii.gz
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -30,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/io.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out
