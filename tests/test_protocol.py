@@ -132,3 +132,13 @@ def test_acquisition_is_frozen_data() -> None:
     assert isinstance(acq, Acquisition)
     with pytest.raises(AttributeError):
         acq.orientation = "coronal"  # type: ignore[misc]
+
+
+def test_the_format_example_in_protocols_readme_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "protocols" / "README.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    protocol = load_protocol(path)
+    assert protocol.acquisition.undersampling is not None and protocol.train.patch_size == (64, 64)
+    assert protocol.acquisition.nominal().acceleration == 2.0
