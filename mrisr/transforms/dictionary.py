@@ -53,12 +53,12 @@ class PartialFourierd(_Apply):
         self.transform = PartialFourier(axis, fraction, homodyne)
 
 
-class RicianNoised(Randomizable, _Apply):
-    def __init__(self, keys: KeysCollection, snr: float, allow_missing_keys: bool = False) -> None:
-        _Apply.__init__(self, keys, allow_missing_keys)
-        self.transform = RicianNoise(snr)
+class _Delegating(Randomizable):
+    """Randomness lives in ``self.transform`` (an array transform): seed it with ours."""
 
-    def set_random_state(self, seed: int | None = None, state: Any = None) -> RicianNoised:
+    transform: Any
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> _Delegating:
         super().set_random_state(seed, state)
         self.transform.set_random_state(seed, state)
         return self
@@ -67,7 +67,13 @@ class RicianNoised(Randomizable, _Apply):
         pass
 
 
-class _HrToLr(Randomizable, MapTransform):
+class RicianNoised(_Delegating, _Apply):
+    def __init__(self, keys: KeysCollection, snr: float, allow_missing_keys: bool = False) -> None:
+        _Apply.__init__(self, keys, allow_missing_keys)
+        self.transform = RicianNoise(snr)
+
+
+class _HrToLr(_Delegating, MapTransform):
     """Read ``hr_key``, write the degraded copy to ``lr_key``."""
 
     transform: Degrade | RandDegrade
@@ -75,14 +81,6 @@ class _HrToLr(Randomizable, MapTransform):
     def __init__(self, hr_key: str = "hr", lr_key: str = "lr") -> None:
         MapTransform.__init__(self, [hr_key])
         self.hr_key, self.lr_key = hr_key, lr_key
-
-    def set_random_state(self, seed: int | None = None, state: Any = None) -> _HrToLr:
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:  # the array transform draws
-        pass
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
