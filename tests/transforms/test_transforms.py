@@ -93,3 +93,18 @@ def test_degraded_equals_degrade() -> None:
     np.testing.assert_allclose(out.affine.numpy(), ref.affine, atol=1e-9)
     keyed = SliceProfiled(keys=["hr"], axis=2, thickness_mm=3.2, slice_spacing_mm=3.2)({"hr": img})
     assert keyed["hr"].shape[-1] == 4
+
+
+def test_keyed_versions_apply_to_every_key() -> None:
+    from mrisr.transforms import KSpaceCropd, PartialFourierd, RicianNoised
+
+    data = {"a": _mt(1), "b": _mt(2)}
+    cropped = KSpaceCropd(keys=["a", "b"], axes=(0, 1), spacing_mm=(1.8, 2.2), output="acquired")(data)
+    assert cropped["a"].shape[1:3] == (12, 10) and cropped["b"].shape[1:3] == (12, 10)
+    np.testing.assert_allclose(_corners(cropped["b"]), _corners(data["b"]), atol=1e-4)
+    pf = PartialFourierd(keys=["a"], axis=0, fraction=0.75)(data)
+    assert pf["a"].shape == data["a"].shape and not torch.equal(pf["a"].as_tensor(), data["a"].as_tensor())
+    assert torch.equal(pf["b"].as_tensor(), data["b"].as_tensor())
+    n1 = RicianNoised(keys=["a"], snr=20.0).set_random_state(4)(data)["a"]
+    n2 = RicianNoised(keys=["a"], snr=20.0).set_random_state(4)(data)["a"]
+    assert torch.equal(n1.as_tensor(), n2.as_tensor()) and not torch.equal(n1.as_tensor(), data["a"].as_tensor())
