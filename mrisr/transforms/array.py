@@ -42,7 +42,8 @@ __all__ = [
 def to_metatensor(volume: Volume) -> MetaTensor:
     """A ``Volume`` as a channel-first ``MetaTensor`` (RAS affine; meta kept under ``mrisr``)."""
     array = volume.array if isinstance(volume.array, torch.Tensor) else torch.from_numpy(np.asarray(volume.array))
-    return MetaTensor(array, affine=torch.as_tensor(volume.affine, dtype=torch.float64), meta={"mrisr": volume.meta})
+    affine = torch.from_numpy(np.array(volume.affine, dtype=np.float64))  # a copy: Volume.affine is read-only
+    return MetaTensor(array, affine=affine, meta={"mrisr": volume.meta})
 
 
 def to_volume(image: torch.Tensor) -> Volume:
@@ -57,7 +58,7 @@ def _wrap(like: torch.Tensor, array: torch.Tensor, affine: np.ndarray | None) ->
     """``array`` as a MetaTensor carrying ``like``'s meta and ``affine`` (or ``like``'s)."""
     out = MetaTensor(array, meta=dict(like.meta) if isinstance(like, MetaTensor) else {})
     if affine is not None:
-        out.affine = torch.as_tensor(affine, dtype=torch.float64)
+        out.affine = torch.from_numpy(np.array(affine, dtype=np.float64))
     elif isinstance(like, MetaTensor):
         out.affine = like.affine.clone()
     return out
