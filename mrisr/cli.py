@@ -105,14 +105,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _device(spec: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda[:N]`` checked to exist."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu`` and ``cuda[:N]`` checked to exist."""
     import torch
 
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {spec}: CUDA is not available here", "--device", "use --device cpu or auto")
-    return spec
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise InputError(f"{spec}: this machine has {count} CUDA device(s)", "--device", "use --device cpu or auto")
+    return str(device)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -127,8 +135,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.protocol)
     sidecar = sidecar_path(args.output)
-    if sidecar.exists() and not args.force:
-        raise OutputError("output already exists", sidecar, "pass --force to replace it, or choose another output")
+    for existing in (Path(args.output), sidecar):  # before any work, not after it
+        if existing.exists() and not args.force:
+            raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise InputError(f"seed {args.seed} is outside [0, 2**63)", "--seed", "give a smaller non-negative integer")
     device = _device(args.device)
     volume = load(args.input)
     seed = args.seed if args.seed is not None else secrets.randbits(62)
@@ -150,6 +161,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                   "shape": list(volume.shape), "spacing_mm": [float(x) for x in volume.spacing]},
         "output": {"path": str(out), "shape": list(low.shape), "spacing_mm": [float(x) for x in low.spacing]},
         "device": device,
+        "torch_version": torch.__version__,  # the random stream depends on it
         "seconds": round(seconds, 3),
     }
     write_sidecar(out, record, force=args.force)

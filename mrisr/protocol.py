@@ -103,6 +103,8 @@ class SliceBlock:
     scale: Param | None = None
 
     def validate(self, path: str) -> None:
+        if not self.profiles:
+            raise ProtocolError(f"{path}.profile: an empty list", fix="name at least one profile")
         if (self.scale is None) == (self.thickness_mm is None):
             raise ProtocolError(
                 f"{path}: give either thickness_mm (with an optional gap_mm) or scale, not both or neither",
@@ -162,8 +164,8 @@ class MotionBlock:
     probability: float = 1.0
 
     def validate(self, path: str) -> None:
-        if not 1 <= self.segments <= 1024:
-            raise ProtocolError(f"{path}.segments: {self.segments} is outside [1, 1024]", fix="give a shot count")
+        if not 1 <= self.segments <= 64:
+            raise ProtocolError(f"{path}.segments: {self.segments} is outside [1, 64]", fix="give a shot count")
         if not 0.0 <= self.probability <= 1.0:
             raise ProtocolError(f"{path}.probability: {self.probability} is outside [0, 1]", fix="give a probability")
         self.max_translation_mm.check(f"{path}.max_translation_mm", 0.0, 50.0)
@@ -180,9 +182,12 @@ class UndersamplingBlock:
 
     def validate(self, path: str) -> None:
         self.acceleration.check(f"{path}.acceleration", 1.0, 16.0)
-        if not 0.0 < self.center_fraction <= 1.0:
+        most = 1.0 / self.acceleration.range[1]
+        if not 0.0 < self.center_fraction <= most:
             raise ProtocolError(
-                f"{path}.center_fraction: {self.center_fraction} is outside (0, 1]", fix="give a fraction"
+                f"{path}.center_fraction: {self.center_fraction} is outside (0, {most:g}]: the fully sampled"
+                f" centre must fit in the lines acquired at acceleration {self.acceleration.range[1]:g}",
+                fix="lower center_fraction or the acceleration range",
             )
 
 
@@ -285,6 +290,12 @@ class Acquisition:
         return self._params(lambda p: p.sample(generator), profile, snr, moving)
 
 
+def _positive(path: str, **values: float) -> None:
+    for key, value in values.items():
+        if not value > 0 or math.isinf(value):
+            raise ProtocolError(f"{path}.{key}: {value!r} must be a positive finite number", fix="give one")
+
+
 @dataclass(frozen=True)
 class NetworkBlock:
     """The network a model for this protocol uses (see :mod:`mrisr.nets`)."""
@@ -293,6 +304,11 @@ class NetworkBlock:
     spatial_dims: Literal[2, 3] = 2
     features: int = 64
     depth: int = 20
+
+    def validate(self, path: str) -> None:
+        if not self.name.strip():
+            raise ProtocolError(f"{path}.name: empty", fix="name the network (vdsr)")
+        _positive(path, features=self.features, depth=self.depth)
 
 
 @dataclass(frozen=True)
@@ -306,6 +322,12 @@ class TrainBlock:
     learning_rate: float = 0.1
     clip_theta: float = 0.01
 
+    def validate(self, path: str) -> None:
+        if not self.patch_size or any(p <= 0 for p in self.patch_size):
+            raise ProtocolError(f"{path}.patch_size: {list(self.patch_size)} must be positive sizes", fix="give them")
+        _positive(path, batch_size=self.batch_size, epochs=self.epochs, learning_rate=self.learning_rate,
+                  clip_theta=self.clip_theta)
+
 
 @dataclass(frozen=True)
 class InferenceBlock:
@@ -315,12 +337,22 @@ class InferenceBlock:
     spacing_mm: float | None = None
     overlap: float = 0.25
 
+    def validate(self, path: str) -> None:
+        if self.spacing_mm is not None:
+            _positive(path, spacing_mm=self.spacing_mm)
+        if not 0.0 <= self.overlap < 1.0:
+            raise ProtocolError(f"{path}.overlap: {self.overlap} is outside [0, 1)", fix="give a fraction")
+
 
 @dataclass(frozen=True)
 class ExportBlock:
     """Formats written by default besides the input's own."""
 
     formats: tuple[Literal["nifti", "nrrd", "dicom", "mha"], ...] = ("nifti",)
+
+    def validate(self, path: str) -> None:
+        if not self.formats:
+            raise ProtocolError(f"{path}.formats: an empty list", fix="name at least one format")
 
 
 @dataclass(frozen=True)
@@ -344,6 +376,8 @@ class Protocol:
                 fix="update mrisr or the protocol file",
             )
         self.acquisition.validate("acquisition")
+        for name in ("network", "train", "inference", "export"):
+            getattr(self, name).validate(name)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

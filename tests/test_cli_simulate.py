@@ -80,3 +80,21 @@ def test_protocols_lists_the_shipped_ones(capsys) -> None:
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert {"brain-t1-axial-5mm", "thick-slice-x4", "knee-pd-sagittal-3mm"} <= set(names)
+
+
+@pytest.mark.parametrize(("flag", "value", "word"), [("--device", "gpu", "device"), ("--device", "meta", "device"),
+                                                     ("--device", "cuda:7", "CUDA"),
+                                                     ("--seed", "99999999999999999999999", "seed")])
+def test_bad_device_and_seed_are_one_line(capsys, tmp_path: Path, hr_path: Path, flag: str, value: str,
+                                          word: str) -> None:
+    code, _, err = _run(capsys, "simulate", hr_path, "-o", tmp_path / "x.nii.gz", "--protocol", "thick-slice-x4",
+                        flag, value)
+    assert code == 2 and err.count("\n") == 1 and word in err and "internal error" not in err
+
+
+def test_existing_image_without_sidecar_is_refused_before_any_work(capsys, tmp_path: Path, hr_path: Path) -> None:
+    out = tmp_path / "lr.nii.gz"
+    out.write_bytes(b"someone's file")
+    code, _, err = _run(capsys, "simulate", hr_path, "-o", out, "--protocol", "thick-slice-x4")
+    assert code == 2 and "--force" in err and out.read_bytes() == b"someone's file"
+    assert not (tmp_path / "lr.json").exists()

@@ -97,12 +97,20 @@ def test_sampling_is_seeded_and_inside_the_ranges() -> None:
         ({**_card(), "schema_version": 2}, "schema_version"),
         ({**_card(), "extra_block": {}}, "extra_block"),
         ({**_card(), "network": {"depth": "deep"}}, "network.depth"),
+        ({**_card(), "network": {"depth": -3}}, "network.depth"),
+        ({**_card(), "train": {"learning_rate": float("nan")}}, "train.learning_rate"),
+        ({**_card(), "train": {"patch_size": []}}, "train.patch_size"),
+        ({**_card(), "inference": {"overlap": 7.0}}, "inference.overlap"),
+        ({**_card(), "export": {"formats": []}}, "export.formats"),
+        (_card(slice={"profile": [], "thickness_mm": 5.0}), "acquisition.slice.profile"),
+        (_card(undersampling={"acceleration": 16.0}), "acquisition.undersampling.center_fraction"),
     ],
     ids=[
         "unknown-key", "zero-thickness", "negative-thickness", "fraction-above-1", "fraction-range-below-half",
         "unknown-profile", "thickness-not-a-number", "nominal-outside-range", "thickness-and-scale",
         "zero-snr", "phase-encode-along-slice", "no-motion-segments", "missing-block", "schema-version",
-        "unknown-block", "wrong-type-in-network",
+        "unknown-block", "wrong-type-in-network", "negative-depth", "nan-learning-rate", "empty-patch",
+        "overlap-above-1", "no-export-format", "empty-profile-list", "centre-larger-than-acquired",
     ],
 )
 def test_bad_protocols_name_the_key(tmp_path: Path, card: dict, key: str) -> None:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..volume import fov_affine, spacing
 from .fft import frequencies, to_image, to_kspace
 
-__all__ = ["kspace_crop", "crop_kspace"]
+__all__ = ["kspace_crop", "crop_kspace", "acquired_grid_factor", "window_weights"]
 
 WINDOWS = (None, "none", "hamming", "tukey")
 OUTPUTS = ("acquired", "zerofilled")
@@ -118,6 +118,23 @@ def crop_kspace(kspace: torch.Tensor, axes: int | Sequence[int], matrix: int | S
     return kspace
 
 
+def acquired_grid_factor(n: int, m: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The complex factor (length ``m``, complex128) that turns the central ``m`` of ``n`` centred
+    k-space samples into the k-space of the ``m``-sample field-of-view-preserving grid: the
+    scale ``sqrt(m / n)`` (intensities kept under orthonormal FFTs) times the phase ramp
+    ``exp(+2 pi i k d / L)``, ``d / L = (m//2 + 1/2) / m - (n//2 + 1/2) / n`` (see :func:`_crop_complex`)."""
+    shift = (m // 2 + 0.5) / m - (n // 2 + 0.5) / n
+    phase = 2.0 * math.pi * shift * frequencies(m, device, torch.float64)
+    return torch.polar(torch.full_like(phase, math.sqrt(m / n)), phase)
+
+
+def window_weights(
+    m: int, window: str | None, alpha: float = 0.5, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The apodisation of ``m`` centred k-space samples (float64): see :func:`kspace_crop`'s ``window``."""
+    return _apodisation(m, None if window == "none" else window, alpha, torch.device(device or "cpu"), torch.float64)
+
+
 def _crop_complex(
     image: torch.Tensor, dims: tuple[int, ...], matrix: list[int], window: str | None, alpha: float, output: str
 ) -> torch.Tensor:
@@ -138,10 +155,7 @@ def _crop_complex(
         start = n // 2 - m // 2
         if output == "acquired":
             kspace = kspace.narrow(d, start, m)
-            shift = (m // 2 + 0.5) / m - (n // 2 + 0.5) / n
-            phase = 2.0 * math.pi * shift * frequencies(m, kspace.device, real_dtype)
-            ramp = torch.polar(torch.full_like(phase, math.sqrt(m / n)), phase)
-            factor = weights * ramp.to(kspace.dtype)
+            factor = weights * acquired_grid_factor(n, m, kspace.device).to(kspace.dtype)
         else:
             factor = torch.zeros(n, device=kspace.device, dtype=kspace.dtype)
             factor[start : start + m] = weights

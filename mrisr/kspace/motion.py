@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .fft import frequencies, to_image, to_kspace
 
-__all__ = ["motion", "random_motion_parameters", "contiguous_segments"]
+__all__ = ["motion", "motion_kspace", "random_motion_parameters", "contiguous_segments"]
 
 
 def contiguous_segments(n_pe: int, n_segments: int) -> torch.Tensor:
@@ -107,6 +107,30 @@ def motion(
     spacing_mm: Sequence[float],
     segment_of_line: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Rigid motion between k-space segments: the magnitude of :func:`motion_kspace`'s k-space.
+
+    All-zero motion returns ``image`` itself. See :func:`motion_kspace` for the arguments.
+    """
+    spatial = tuple(range(image.ndim - len(spacing_mm), image.ndim)) if isinstance(image, torch.Tensor) else ()
+    kspace = motion_kspace(
+        image, pe_axis=pe_axis, plane_axes=plane_axes, translations_mm=translations_mm,
+        rotations_deg=rotations_deg, spacing_mm=spacing_mm, segment_of_line=segment_of_line,
+    )
+    if kspace is None:
+        return image
+    return to_image(kspace, spatial).abs()
+
+
+def motion_kspace(
+    image: torch.Tensor,
+    *,
+    pe_axis: int,
+    plane_axes: Sequence[int],
+    translations_mm: Sequence[Sequence[float]] | torch.Tensor,
+    rotations_deg: Sequence[float] | torch.Tensor,
+    spacing_mm: Sequence[float],
+    segment_of_line: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """Simulate rigid motion between the segments of a phase-encoded acquisition.
 
     Args:
@@ -125,8 +149,8 @@ def motion(
             :func:`contiguous_segments`.
 
     Returns:
-        The magnitude image ``|IFFT(sum_i mask_i * FFT(T_i(image)))|``, same shape, dtype and
-        device. All-zero motion returns ``image`` itself. No randomness.
+        The centred k-space ``sum_i mask_i * FFT(T_i(image))`` over the spatial axes (complex,
+        same shape, on the image's device), or ``None`` for all-zero motion. No randomness.
 
     Raises:
         InputError: naming the parameter, for a bad image, axes, spacing, parameter shapes
@@ -188,7 +212,7 @@ def motion(
                 f"they must be in [0, {n_seg - 1}] (S = {n_seg} segments)"
             )
     if not bool(trans.any()) and not bool(rots.any()):
-        return image
+        return None
 
     device = image.device
     shape = {ax: image.shape[ax] for ax in spatial}
@@ -222,7 +246,7 @@ def motion(
                 part = part * torch.polar(torch.ones_like(phase), phase).to(complex_dtype).reshape(view)
             out.index_copy_(pe, lines, part)
         del kspace
-    return to_image(out, spatial).abs()
+    return out
 
 
 def random_motion_parameters(

@@ -64,6 +64,13 @@ def _wrap(like: torch.Tensor, array: torch.Tensor, affine: np.ndarray | None) ->
     return out
 
 
+def _degraded(like: torch.Tensor, low: Volume) -> MetaTensor:
+    """The degraded volume as a MetaTensor, with what was drawn under ``mrisr_degradation``."""
+    out = _wrap(like, low.array, low.affine)
+    out.meta["mrisr_degradation"] = low.meta["degradation"]
+    return out
+
+
 def _affine(image: torch.Tensor) -> np.ndarray:
     return image.affine.detach().cpu().numpy() if isinstance(image, MetaTensor) else np.eye(4)
 
@@ -92,7 +99,7 @@ class KSpaceCrop(Transform):
     """:func:`~mrisr.kspace.crop.kspace_crop` over voxel axes to an acquired spacing (mm)."""
 
     def __init__(self, axes: Sequence[int], spacing_mm: Sequence[float], window: str | None = None,
-                 output: str = "zerofilled") -> None:
+                 output: str = "acquired") -> None:
         self.axes, self.spacing_mm, self.window, self.output = list(axes), list(spacing_mm), window, output
 
     def __call__(self, img: torch.Tensor) -> MetaTensor:
@@ -140,8 +147,7 @@ class Degrade(Randomizable, Transform):
 
     def __call__(self, img: torch.Tensor) -> MetaTensor:
         self.randomize()
-        low = degrade(to_volume(img), self.params, self._torch_generator)
-        return _wrap(img, low.array, low.affine)
+        return _degraded(img, degrade(to_volume(img), self.params, self._torch_generator))
 
 
 class RandSliceProfile(Randomizable, Transform):
@@ -199,5 +205,4 @@ class RandDegrade(Randomizable, Transform):
     def __call__(self, img: torch.Tensor) -> MetaTensor:
         self.randomize()
         assert self.params is not None
-        low = degrade(to_volume(img), self.params, self._torch_generator)
-        return _wrap(img, low.array, low.affine)
+        return _degraded(img, degrade(to_volume(img), self.params, self._torch_generator))

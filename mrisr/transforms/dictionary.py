@@ -84,10 +84,7 @@ class _HrToLr(_Delegating, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        low = self.transform(d[self.hr_key])
-        params = self.transform.params
-        low.meta["mrisr_degradation"] = params.as_dict() if params is not None else None
-        d[self.lr_key] = low
+        d[self.lr_key] = self.transform(d[self.hr_key])  # its meta holds mrisr_degradation
         return d
 
 
