@@ -74,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         verdict = ("met" if median < GOAL_S else "NOT met") if device == "cpu" else ""
         table.append(f"| {device} ({torch.get_num_threads()} threads) | {median:.3f} | {best:.3f} | {verdict} |"
                      if device == "cpu" else f"| {device} | {median:.3f} | {best:.3f} | |")
+    table += ["", "Each shipped protocol on the same volume, CPU: nominal setting, and 8 training draws.", "",
+              "| protocol | nominal s | draws: median s | draws: max s |", "|---|---:|---:|---:|"]
+    for protocol in ("brain-t1-axial-5mm", "brain-t2-fse-axial-5mm", "knee-pd-sagittal-3mm",
+                     "lowfield-fast-6mm", "thick-slice-x4"):
+        acquisition = load_protocol(protocol).acquisition
+        nominal = time_runs(lambda a=acquisition: degrade(volume, a.nominal(), torch.Generator().manual_seed(0)), 1)
+        draws = []
+        for seed in range(8):
+            g = torch.Generator().manual_seed(seed)
+            draws += time_runs(lambda a=acquisition, g=g: degrade(volume, a.sample(g), g), 1)
+        table.append(f"| {protocol} | {nominal[0]:.3f} | {statistics.median(draws):.3f} | {max(draws):.3f} |")
     info = machine_info()
     print(title)
     print("\n".join(table))
