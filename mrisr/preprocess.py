@@ -1,0 +1,108 @@
+"""What training and inference must do identically: intensity normalisation and pre-upsampling.
+
+VDSR learns the residual over an interpolated input, so the low-resolution image is first
+put on the high-resolution grid (``pre_upsample``) and scaled (``normalize``); a model
+only ever sees inputs made by these two functions, in training and in inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import GeometryError, InputError
+from .volume import spacing, world_corners
+
+__all__ = ["intensity_scale", "normalize", "denormalize", "pre_upsample", "cubic_resize_axis"]
+
+#: Voxels above this fraction of the 99th percentile are foreground for the intensity scale.
+FOREGROUND_FRACTION = 0.1
+
+
+def intensity_scale(image: torch.Tensor) -> float:
+    """The scale that normalisation divides by: the mean of the foreground of ``image``
+    (voxels above 10% of its 99th percentile), 1.0 for an empty image. Any shape."""
+    values = image.detach().reshape(-1).to(torch.float64)
+    if values.numel() == 0:
+        return 1.0
+    k = max(1, int(round(0.99 * values.numel())))
+    p99 = float(values.kthvalue(k).values)
+    if p99 <= 0:
+        return 1.0
+    foreground = values[values > FOREGROUND_FRACTION * p99]
+    return float(foreground.mean()) if foreground.numel() else 1.0
+
+
+def normalize(image: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, float]:
+    """``image / scale`` and the scale (computed by :func:`intensity_scale` unless given)."""
+    s = intensity_scale(image) if scale is None else float(scale)
+    if not s > 0:
+        raise InputError(f"intensity scale must be positive, got {s}", "scale", "give a positive scale")
+    return image / s, s
+
+
+def denormalize(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """The inverse of :func:`normalize`."""
+    return image * scale
+
+
+def _keys_weights(t: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution weights (a = -0.5) of the 4 taps at offsets -1, 0, 1, 2 from floor."""
+    a = -0.5
+    d = torch.stack([1 + t, t, 1 - t, 2 - t])
+    d = d.abs()
+    near = (a + 2) * d**3 - (a + 3) * d**2 + 1
+    far = a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def cubic_resize_axis(image: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Resample ``image`` along ``dim`` to ``size`` samples covering the same extent.
+
+    Sample ``j`` of the output sits at input index ``(j + 0.5) * n / size - 0.5`` (voxel
+    centres of two grids with the same field of view); values come from Keys' cubic
+    convolution (a = -0.5, interpolating, exact for quadratics) with replicated edges.
+    Hand-written: torch has no tricubic mode and MONAI's Resize uses it.
+    """
+    n = image.shape[dim]
+    if n == size:
+        return image
+    pos = (torch.arange(size, dtype=torch.float64, device=image.device) + 0.5) * (n / size) - 0.5
+    base = torch.floor(pos)
+    weights = _keys_weights(pos - base).to(image.dtype)  # (4, size)
+    out = None
+    for tap in range(4):
+        idx = (base.long() + tap - 1).clamp(0, n - 1)
+        shape = [1] * image.ndim
+        shape[dim] = size
+        term = image.index_select(dim, idx) * weights[tap].reshape(shape)
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def pre_upsample(image: torch.Tensor, lr_affine: np.ndarray, hr_affine: np.ndarray,
+                 hr_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Put a low-resolution ``(C, X, Y, Z)`` image on the high-resolution grid.
+
+    The two grids must cover the same field of view with the same axis directions (as
+    :func:`~mrisr.volume.fov_affine` and the simulators make them); each axis whose size
+    differs is resampled with :func:`cubic_resize_axis`.
+
+    Raises:
+        GeometryError: the grids do not share their field of view or directions (1e-3 mm).
+    """
+    lr_shape = tuple(int(n) for n in image.shape[-3:])
+    gap = float(np.abs(world_corners(lr_affine, lr_shape) - world_corners(hr_affine, hr_shape)).max())
+    lr_dirs = np.asarray(lr_affine)[:3, :3] / spacing(lr_affine)
+    hr_dirs = np.asarray(hr_affine)[:3, :3] / spacing(hr_affine)
+    if gap > 1e-3 or not np.allclose(lr_dirs, hr_dirs, atol=1e-6):
+        raise GeometryError(
+            f"low- and high-resolution grids differ (field-of-view corners up to {gap:.4f} mm apart, or axes)",
+            "pre_upsample",
+            "resample onto a grid with the same field of view and axes (mrisr.volume.fov_affine)",
+        )
+    out = image
+    for axis, size in enumerate(hr_shape):
+        out = cubic_resize_axis(out, out.ndim - 3 + axis, int(size))
+    return out
