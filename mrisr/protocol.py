@@ -318,15 +318,30 @@ class TrainBlock:
     patch_size: tuple[int, ...] = (64, 64)
     batch_size: int = 16
     epochs: int = 80
+    steps_per_epoch: int = 100
     optimizer: Literal["sgd", "adam"] = "sgd"
     learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["step", "cosine"] = "step"
+    step_epochs: int = 20
+    gamma: float = 0.1
+    clip_mode: Literal["adjustable", "norm"] = "adjustable"
     clip_theta: float = 0.01
+    pairs_per_volume: int = 32
+    foreground_bias: float = 0.9
+    val_interval: int = 1
 
     def validate(self, path: str) -> None:
         if not self.patch_size or any(p <= 0 for p in self.patch_size):
             raise ProtocolError(f"{path}.patch_size: {list(self.patch_size)} must be positive sizes", fix="give them")
         _positive(path, batch_size=self.batch_size, epochs=self.epochs, learning_rate=self.learning_rate,
-                  clip_theta=self.clip_theta)
+                  clip_theta=self.clip_theta, steps_per_epoch=self.steps_per_epoch, step_epochs=self.step_epochs,
+                  gamma=self.gamma, pairs_per_volume=self.pairs_per_volume, val_interval=self.val_interval)
+        for key in ("momentum", "weight_decay", "foreground_bias"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ProtocolError(f"{path}.{key}: {value} is outside [0, 1]", fix="give a fraction")
 
 
 @dataclass(frozen=True)
