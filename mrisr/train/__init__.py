@@ -1,0 +1,1 @@
+"""Training: data, engine, handlers, optimisers and schedules."""
