@@ -1,0 +1,489 @@
+"""Training data: high-resolution volumes -> simulated (input, target) pairs and patches.
+
+A pair is made the way inference will see data: the high-resolution (HR) volume is
+degraded by one simulated acquisition (:func:`mrisr.kspace.degrade`), the low-resolution
+(LR) result is put back on the HR grid with :func:`mrisr.preprocess.pre_upsample`, and
+both input and target are divided by ONE intensity scale computed from the input alone
+(:func:`mrisr.preprocess.normalize`): inference has only the input.
+
+Decisions:
+
+- **Orientation.** Volumes keep their native voxel order (no reorientation: no copy, and
+  :func:`~mrisr.kspace.degrade` maps the protocol's anatomical slice direction to the
+  closest voxel axis itself). The degraded (slice) axis is read per volume from
+  ``meta["degradation"]["slice_axis"]`` and patches are laid out relative to it, so
+  volumes stored axially, sagittally or obliquely give the same kind of patch.
+- **Patch layout.** The slice axis is always the LAST patch axis. 2D: a plane that
+  contains the slice axis, ``(1, h, w)`` with ``h`` along an in-plane axis drawn at random
+  and ``w`` along the slice axis. 3D: ``(1, d, h, w)`` with ``d, h`` along the two in-plane
+  axes in random order and ``w`` along the slice axis. A 3D model is thus applied to a
+  volume permuted with :func:`slice_last` (2D: to the planes that contain the slice axis).
+- **Small volumes** are zero-padded (symmetrically, after degradation, input and target
+  alike) up to the patch size: zero is background in MRI, and the residual to learn there
+  is zero. Padding the HR volume before degradation would change the simulated physics.
+- **Channels.** A multi-channel volume (a 4D series) is degraded as one acquisition and
+  normalised with one scale; each patch takes one channel drawn at random.
+- **Randomness** comes only from ``torch.Generator`` objects seeded from
+  ``(seed, epoch, rank, worker id)``; the global random state is never used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import InputError, MrisrError
+from ..io import list_series, load
+from ..kspace.degrade import acquisition_axes, degrade
+from ..preprocess import FOREGROUND_FRACTION, normalize, pre_upsample
+from ..protocol import Acquisition, AcquisitionParams, Protocol
+from ..volume import Volume, spacing
+
+__all__ = [
+    "VOLUME_SUFFIXES",
+    "load_training_volumes",
+    "volume_name",
+    "make_pair",
+    "foreground_mask",
+    "slice_last",
+    "check_patch_dims",
+    "stream_generator",
+    "PatchPairs",
+    "validation_pairs",
+]
+
+#: File endings a folder is searched for (a folder without any is read as DICOM).
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+PathLikeArg = str | PathLike[str]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _has_volume_suffix(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _expand(path: Path) -> list[tuple[str, Any]]:
+    """What to load for one path: ``[(name, load argument or (folder, series id))]``."""
+    if not path.is_dir():
+        return [(str(path), path)]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and _has_volume_suffix(p))
+    if files:
+        return [(str(p), p) for p in files]
+    series = list_series(path)  # a DICOM folder: one volume per series
+    if len(series) <= 1:
+        return [(str(path), path)]
+    return [(f"{path}#{s.id}", (path, s.id)) for s in series]
+
+
+def _warn_skip(name: str, exc: BaseException) -> None:
+    reason = exc.one_line() if isinstance(exc, MrisrError) else f"{type(exc).__name__}: {exc}"
+    warnings.warn(f"skipping training volume {name}: {reason}", stacklevel=3)
+
+
+def _load_items(items: Sequence[PathLikeArg | Volume]) -> list[Volume]:
+    """Volumes as given, paths read (unreadable entries skipped with a warning), in order."""
+    volumes: list[Volume] = []
+    for item in items:
+        if isinstance(item, Volume):
+            volumes.append(item)
+            continue
+        path = Path(item)
+        try:
+            entries = _expand(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is skipped, named, with its reason
+            _warn_skip(str(path), exc)
+            continue
+        for name, what in entries:
+            try:
+                volume = load(what[0], series=what[1]) if isinstance(what, tuple) else load(what)
+            except Exception as exc:  # noqa: BLE001
+                _warn_skip(name, exc)
+                continue
+            volumes.append(volume.replace(meta={**volume.meta, "training_source": name}))
+    if not volumes:
+        raise InputError(
+            f"no readable training volume among {len(items)} path{'s' if len(items) != 1 else ''}",
+            "data",
+            "fix or remove the files named in the warnings above, or point at NIfTI/NRRD/MHA/DICOM volumes",
+        )
+    return volumes
+
+
+def _items(data: Any) -> list[Any]:
+    items = [data] if isinstance(data, (Volume, str, PathLike)) else list(data)
+    if not items:
+        raise InputError("empty list of training volumes", "data", "give at least one file or folder of HR volumes")
+    return items
+
+
+def load_training_volumes(paths: Sequence[PathLikeArg]) -> list[Volume]:
+    """Read every training volume among ``paths`` (files or folders, any format ``mrisr.load`` reads).
+
+    A folder stands for the NIfTI/NRRD/MetaImage files under it (searched recursively) or,
+    when it holds none, for its DICOM series (one volume each). An unreadable entry is
+    skipped with a warning that names it and the reason. Volumes keep their native
+    orientation; ``meta["training_source"]`` names where each came from.
+
+    Raises:
+        InputError: ``paths`` is empty, or nothing readable is left.
+    """
+    return _load_items(_items(paths))
+
+
+def _as_volumes(data: Sequence[Volume | PathLikeArg] | Volume) -> list[Volume]:
+    """Volumes given directly, or read from paths (both may be mixed)."""
+    return _load_items(_items(data))
+
+
+def volume_name(volume: Volume, index: int) -> str:
+    """A readable name: where the volume was read from, else ``volume <index>``."""
+    if volume.meta.get("training_source"):
+        return str(volume.meta["training_source"])
+    sources = volume.meta.get("source_paths") or []
+    return str(sources[0]) if sources else f"volume {index}"
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def _torch(array: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array) if isinstance(array, np.ndarray) else array).to(torch.float32)
+
+
+def _slice_geometry(volume: Volume, params: AcquisitionParams, slice_axis: int) -> tuple[float, float]:
+    """(thickness, spacing) of the simulated slices, mm."""
+    if params.slice_scale is not None:
+        step = float(spacing(volume.affine)[slice_axis]) * params.slice_scale
+        return step, step
+    assert params.thickness_mm is not None and params.slice_spacing_mm is not None
+    return float(params.thickness_mm), float(params.slice_spacing_mm)
+
+
+def make_pair(
+    volume: Volume, params: AcquisitionParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One simulated training pair on the HR grid.
+
+    ``input = pre_upsample(degrade(volume).array) / scale`` and ``target = volume.array / scale``
+    with ``scale`` from :func:`~mrisr.preprocess.normalize` of the (unscaled) input.
+
+    Returns:
+        ``(input, target, info)``: float32 ``(C, X, Y, Z)`` tensors of the HR shape, and
+        ``info`` with ``scale``, ``params``, ``slice_axis``, ``slice_thickness_mm``,
+        ``slice_spacing_mm``, ``lr_shape`` and degrade's ``degradation`` record.
+    """
+    lr = degrade(volume, params, generator)
+    record = lr.meta["degradation"]
+    upsampled = pre_upsample(_torch(lr.array), lr.affine, volume.affine, volume.shape)
+    model_input, scale = normalize(upsampled.to(torch.float32))
+    target = _torch(volume.array) / scale
+    slice_axis = int(record["slice_axis"])
+    thickness, step = _slice_geometry(volume, params, slice_axis)
+    info = {
+        "scale": float(scale),
+        "params": params,
+        "slice_axis": slice_axis,
+        "slice_thickness_mm": thickness,
+        "slice_spacing_mm": step,
+        "lr_shape": lr.shape,
+        "degradation": record,
+    }
+    return model_input.contiguous(), target.contiguous(), info
+
+
+def foreground_mask(image: torch.Tensor) -> torch.Tensor:
+    """Spatial voxels where any channel of ``(C, X, Y, Z)`` exceeds 10% of the image's 99th
+    percentile (the rule of :func:`~mrisr.preprocess.intensity_scale`); bool ``(X, Y, Z)``."""
+    values = image.detach().reshape(-1)
+    if values.numel() == 0:
+        return torch.zeros(image.shape[1:], dtype=torch.bool)
+    k = max(1, int(round(0.99 * values.numel())))
+    p99 = float(values.kthvalue(k).values)
+    if p99 <= 0:
+        return torch.zeros(image.shape[1:], dtype=torch.bool)
+    return (image > FOREGROUND_FRACTION * p99).any(0)
+
+
+def slice_last(image: torch.Tensor, slice_axis: int) -> torch.Tensor:
+    """``(C, X, Y, Z)`` permuted so that the slice axis is last, the in-plane axes in voxel
+    order first: the layout of 3D training patches (undo with ``.permute`` of the inverse)."""
+    rest = [a for a in range(3) if a != slice_axis]
+    return image.permute(0, rest[0] + 1, rest[1] + 1, slice_axis + 1)
+
+
+def check_patch_dims(protocol: Protocol) -> None:
+    """``train.patch_size`` has one value per ``network.spatial_dims``; InputError otherwise."""
+    sizes, dims = tuple(protocol.train.patch_size), int(protocol.network.spatial_dims)
+    if len(sizes) != dims:
+        raise InputError(
+            f"train.patch_size {list(sizes)} has {len(sizes)} values but network.spatial_dims is {dims}",
+            protocol.source or protocol.name,
+            f"give {dims} patch sizes in train.patch_size, or set network.spatial_dims to {len(sizes)}",
+        )
+    if dims not in (2, 3):
+        raise InputError(f"network.spatial_dims is {dims}", protocol.source or protocol.name, "use 2 or 3")
+
+
+def _check_volumes(volumes: Sequence[Volume], acquisition: Acquisition, *, nominal: bool) -> None:
+    """Refuse, before any worker starts, volumes that the acquisition cannot degrade."""
+    s = acquisition.slice
+    for i, volume in enumerate(volumes):
+        name = volume_name(volume, i)
+        try:
+            axes = acquisition_axes(np.asarray(volume.affine), acquisition.orientation, acquisition.phase_encode)
+        except InputError as exc:
+            raise InputError(exc.problem, name, exc.fix) from None
+        if volume.shape[axes.slice] < 2:
+            raise InputError(
+                f"one voxel along the slice axis ({'XYZ'[axes.slice]}) of a {acquisition.orientation} acquisition",
+                name,
+                "train on 3D volumes; a single image has no slice axis to degrade",
+            )
+        if s.thickness_mm is None:
+            continue
+        if nominal:
+            thinnest = s.thickness_mm.nominal + (s.gap_mm.nominal if s.gap_mm else 0.0)
+        else:
+            thinnest = s.thickness_mm.range[0] + (s.gap_mm.range[0] if s.gap_mm else 0.0)
+        own = float(spacing(volume.affine)[axes.slice])
+        if thinnest < own * (1 - 1e-6):
+            raise InputError(
+                f"slice spacing down to {thinnest:g} mm is finer than the volume's {own:g} mm along its slice axis",
+                name,
+                "train on finer volumes, or use a protocol with thicker slices",
+            )
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+def stream_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, *keys)`` through numpy's SeedSequence (well mixed,
+    so nearby seeds or worker ids give unrelated streams)."""
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def _randint(n: int, generator: torch.Generator) -> int:
+    return int(torch.randint(n, (), generator=generator))
+
+
+def _pad_to(image: torch.Tensor, minimum: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    """Zero-pad ``(C, X, Y, Z)`` symmetrically to at least ``minimum`` per axis; (padded, low pads)."""
+    low = [max(0, m - n) // 2 for n, m in zip(image.shape[1:], minimum, strict=True)]
+    high = [max(0, m - n) - lo for n, m, lo in zip(image.shape[1:], minimum, low, strict=True)]
+    if not any(low) and not any(high):
+        return image, low
+    pads: list[int] = []
+    for lo, hi in zip(reversed(low), reversed(high), strict=True):
+        pads += [lo, hi]
+    return torch.nn.functional.pad(image, pads), low
+
+
+class _Slot:
+    """One degraded volume in the pool: its pair, foreground voxels and bookkeeping."""
+
+    def __init__(self, index: int, model_input: torch.Tensor, target: torch.Tensor, info: dict,
+                 minimum: Sequence[int]) -> None:
+        self.index = index
+        self.input, self.pad = _pad_to(model_input, minimum)
+        self.target, _ = _pad_to(target, minimum)
+        self.shape = tuple(int(n) for n in self.input.shape[1:])
+        self.foreground = foreground_mask(self.input).reshape(-1).nonzero().reshape(-1)
+        self.info = info
+        self.used = 0
+
+
+class PatchPairs(IterableDataset):
+    """An endless (or ``length``-long) stream of random training patches, simulated on the fly.
+
+    Args:
+        data: HR volumes, or files/folders to read with :func:`load_training_volumes`.
+        protocol: ``acquisition`` (drawn anew for every degraded volume: multi-scale
+            training), ``train.patch_size`` and ``network.spatial_dims``.
+        pairs_per_volume: patches cut from each degraded volume before it is replaced
+            by a fresh degradation (new volume, new parameters).
+        seed: the stream's seed; with ``epoch``, ``rank`` and the DataLoader worker id it
+            seeds a worker's generator, so every worker streams differently and reproducibly.
+        foreground_bias: probability that a patch centre is a foreground voxel of the input
+            (above 10% of its 99th percentile); otherwise any voxel, uniformly.
+        pool_size: degraded volumes held at once; each patch comes from one of them at
+            random, so consecutive patches (one batch) mix scale factors and volumes.
+        length: patches per iteration over all workers of this rank (split between them);
+            None: endless.
+        epoch, rank: further stream keys (``set_epoch``; the process rank of a distributed run).
+
+    Yields:
+        dicts with ``input`` and ``target`` (float32 ``(1, h, w)`` or ``(1, d, h, w)``, the
+        slice axis last), ``scale`` (intensity scale of the pair), ``slice_axis`` (voxel axis
+        of the volume), ``slice_thickness_mm``, ``center`` (int64 ``(3,)``: the drawn centre
+        voxel in the volume's indices; the patch holds it, shifted inwards at the borders)
+        and ``volume`` (index into ``volumes``).
+
+    Raises:
+        InputError: patch size and network dimensions disagree, no volume, bad arguments,
+            or a volume the acquisition cannot degrade (named).
+    """
+
+    def __init__(
+        self,
+        data: Sequence[Volume | PathLikeArg] | Volume,
+        protocol: Protocol,
+        *,
+        pairs_per_volume: int = 16,
+        seed: int = 0,
+        foreground_bias: float = 0.8,
+        pool_size: int = 4,
+        length: int | None = None,
+        epoch: int = 0,
+        rank: int = 0,
+    ) -> None:
+        super().__init__()
+        check_patch_dims(protocol)
+        for key, value, low in (("pairs_per_volume", pairs_per_volume, 1), ("pool_size", pool_size, 1),
+                                ("seed", seed, 0), ("epoch", epoch, 0), ("rank", rank, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{key} must be an integer >= {low}, got {value!r}", key, "give one")
+        if length is not None and (not isinstance(length, int) or length < 0):
+            raise InputError(f"length must be None or an integer >= 0, got {length!r}", "length", "give one")
+        if not 0.0 <= float(foreground_bias) <= 1.0:
+            raise InputError(f"foreground_bias {foreground_bias!r} is outside [0, 1]", "foreground_bias",
+                             "give a probability")
+        self.volumes = _as_volumes(data)
+        _check_volumes(self.volumes, protocol.acquisition, nominal=False)
+        self.protocol = protocol
+        self.acquisition = protocol.acquisition
+        self.patch_size = tuple(int(p) for p in protocol.train.patch_size)
+        self.spatial_dims = int(protocol.network.spatial_dims)
+        self.pairs_per_volume = pairs_per_volume
+        self.seed = seed
+        self.foreground_bias = float(foreground_bias)
+        self.pool_size = pool_size
+        self.length = length
+        self.epoch = epoch
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the next iterations' streams by ``epoch`` (as DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("an endless PatchPairs stream has no length (give length=...)")
+        return self.length
+
+    def _minimum(self, slice_axis: int) -> list[int]:
+        """Per voxel axis, the size a pair must have for any patch layout."""
+        in_plane = max(self.patch_size[:-1])
+        return [self.patch_size[-1] if a == slice_axis else in_plane for a in range(3)]
+
+    def _new_slot(self, generator: torch.Generator, order: list[int]) -> _Slot:
+        if not order:
+            order.extend(torch.randperm(len(self.volumes), generator=generator).tolist())
+        index = order.pop()
+        params = self.acquisition.sample(generator)
+        model_input, target, info = make_pair(self.volumes[index], params, generator)
+        return _Slot(index, model_input, target, info, self._minimum(info["slice_axis"]))
+
+    def _center(self, slot: _Slot, generator: torch.Generator) -> list[int]:
+        draw = float(torch.rand((), generator=generator, dtype=torch.float64))
+        if slot.foreground.numel() and draw < self.foreground_bias:
+            flat = int(slot.foreground[_randint(slot.foreground.numel(), generator)])
+            return [int(i) for i in np.unravel_index(flat, slot.shape)]
+        return [_randint(n, generator) for n in slot.shape]
+
+    def _patch(self, slot: _Slot, generator: torch.Generator) -> dict[str, Any]:
+        s = slot.info["slice_axis"]
+        center = self._center(slot, generator)
+        in_plane = [a for a in range(3) if a != s]
+        if _randint(2, generator):
+            in_plane.reverse()
+        axes = in_plane[: self.spatial_dims - 1] + [s]  # patch axes, slice last
+        channel = _randint(slot.input.shape[0], generator)
+        index: list[Any] = [channel, None, None, None]
+        for a in range(3):
+            if a not in axes:  # 2D: the plane through the centre
+                index[a + 1] = center[a]
+        for a, size in zip(axes, self.patch_size, strict=True):
+            start = min(max(center[a] - size // 2, 0), slot.shape[a] - size)
+            index[a + 1] = slice(start, start + size)
+        kept = [a for a in range(3) if a in axes]  # axes left after indexing, in voxel order
+        order = [kept.index(a) for a in axes]
+        sample = {key: image[tuple(index)].permute(*order).unsqueeze(0).clone(memory_format=torch.contiguous_format)
+                  for key, image in (("input", slot.input), ("target", slot.target))}
+        sample.update(
+            scale=slot.info["scale"],
+            slice_axis=s,
+            slice_thickness_mm=slot.info["slice_thickness_mm"],
+            center=torch.tensor([c - p for c, p in zip(center, slot.pad, strict=True)], dtype=torch.int64),
+            volume=slot.index,
+        )
+        return sample
+
+    def stream(self, generator: torch.Generator, count: int | None = None) -> Iterator[dict[str, Any]]:
+        """``count`` patches (None: endless) drawn with ``generator``."""
+        order: list[int] = []
+        pool: list[_Slot] = []
+        produced = 0
+        while count is None or produced < count:
+            if len(pool) < self.pool_size:
+                pool.append(self._new_slot(generator, order))
+                continue
+            j = _randint(len(pool), generator)
+            slot = pool[j]
+            yield self._patch(slot, generator)
+            produced += 1
+            slot.used += 1
+            if slot.used >= self.pairs_per_volume:
+                pool[j] = self._new_slot(generator, order)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = get_worker_info()
+        wid, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        count = None
+        if self.length is not None:
+            count = self.length // workers + (1 if wid < self.length % workers else 0)
+        return self.stream(stream_generator(self.seed, self.epoch, self.rank, wid), count)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validation_pairs(
+    data: Sequence[Volume | PathLikeArg] | Volume, protocol: Protocol, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Whole-volume pairs at the protocol's nominal acquisition, one per volume.
+
+    Noise and other random draws of volume ``i`` come from ``stream_generator(seed, -1, i)``
+    (reproducible, independent of the training streams).
+
+    Returns:
+        dicts with ``input`` and ``target`` (float32 ``(C, X, Y, Z)`` on the HR grid,
+        normalised by the input's scale), ``scale``, ``name``, ``slice_axis`` and ``params``.
+    """
+    check_patch_dims(protocol)
+    volumes = _as_volumes(data)
+    _check_volumes(volumes, protocol.acquisition, nominal=True)
+    params = protocol.acquisition.nominal()
+    pairs = []
+    for i, volume in enumerate(volumes):
+        model_input, target, info = make_pair(volume, params, stream_generator(seed, 2**32 - 1, i))
+        pairs.append({
+            "input": model_input,
+            "target": target,
+            "scale": info["scale"],
+            "name": volume_name(volume, i),
+            "slice_axis": info["slice_axis"],
+            "params": params,
+        })
+    return pairs
