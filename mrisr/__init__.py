@@ -6,6 +6,7 @@ and the :class:`MrisrError` hierarchy.
 
 __version__ = "0.1.0"  # before the imports: submodules read it
 
+from . import train  # a light, callable package: mrisr.train(...) trains
 from .errors import GeometryError, InputError, MrisrError, OutputError, ProtocolError
 from .io import list_series, load, save
 from .volume import Volume
@@ -13,6 +14,7 @@ from .volume import Volume
 __all__ = [
     "__version__",
     "load",
+    "train",
     "save",
     "list_series",
     "Volume",

@@ -171,6 +171,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.engine import train
+
+    run = train(
+        args.protocol, args.data, args.out, val=args.val, epochs=args.epochs, max_steps=args.max_steps,
+        device=args.device, resume=args.resume, seed=args.seed, num_workers=args.workers,
+        command=["mrisr", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("mrisr") else None,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"run directory: {run} (best model: {run / 'best' / 'model.safetensors'})")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from .protocol import list_protocols
 
@@ -218,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     simulate.add_argument("--force", action="store_true", help="replace existing outputs")
     simulate.set_defaults(func=_cmd_simulate)
+
+    train = sub.add_parser("train", help="train the protocol's network on simulated pairs", parents=[common])
+    train.add_argument("protocol", help="a shipped protocol name (mrisr protocols) or a .yaml")
+    train.add_argument("--data", nargs="+", required=True, type=Path, help="high-resolution training volumes")
+    train.add_argument("--val", nargs="+", type=Path, help="validation volumes (nominal setting, whole volumes)")
+    train.add_argument("--out", required=True, type=Path, help="the run directory")
+    train.add_argument("--epochs", type=int, help="default: the protocol's train.epochs")
+    train.add_argument("--max-steps", type=int, help="stop after this many iterations")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing pairs")
+    train.set_defaults(func=_cmd_train)
 
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)

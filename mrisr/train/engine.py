@@ -1,0 +1,311 @@
+"""``train``: VDSR training through MONAI's SupervisedTrainer, with handlers.
+
+A run directory holds everything about a run: ``protocol.json`` (the resolved protocol),
+``metrics.csv``, TensorBoard events under ``tb/``, the best model (``best/model.safetensors``
+and its card ``best/model.json``) and the state to resume from (``state/``: weights,
+optimiser tensors as safetensors, counters as JSON — never pickle).
+
+Each epoch draws its patches from a data stream seeded by ``(seed, epoch)``, so a run
+resumed at an epoch boundary continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..errors import InputError, OutputError
+from ..export.sidecar import sha256_file
+from ..nets import network_from_block
+from ..protocol import Protocol, load_protocol
+from .checkpoint import save_checkpoint
+from .data import PatchPairs, load_training_volumes, validation_pairs
+from .handlers import GradientClipping
+from .optim import build_optimizer, build_scheduler
+from .validation import bbox_ssim, foreground_mask, masked_psnr, predict_volume
+
+__all__ = ["train", "resolve_device"]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; other specs checked."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        raise InputError(f"{spec}: no such CUDA device here", "--device", "use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
+    return (batch["input"].to(device, non_blocking=non_blocking),
+            batch["target"].to(device, non_blocking=non_blocking))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**62)
+
+
+class _Run:
+    """Paths of a run directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.protocol = root / "protocol.json"
+        self.metrics = root / "metrics.csv"
+        self.tb = root / "tb"
+        self.best = root / "best"
+        self.state = root / "state"
+
+
+def _save_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any, counters: dict) -> None:
+    """Resume state as safetensors (weights, optimiser tensors) + JSON (everything else)."""
+    tmp = run.root / ".state.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    opt = optimizer.state_dict()
+    tensors, layout = {}, {}
+    for index, values in opt["state"].items():
+        layout[str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                layout[str(index)][key] = "tensor"
+            else:
+                layout[str(index)][key] = value
+    save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({
+        **counters,
+        "optimizer_layout": layout,
+        "param_groups": opt["param_groups"],
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if not callable(v)},
+    }, indent=1))
+    old = run.root / ".state.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if run.state.exists():
+        run.state.rename(old)
+    tmp.rename(run.state)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                device: torch.device) -> dict:
+    state = json.loads((run.state / "state.json").read_text())
+    model.load_state_dict(load_file(run.state / "model.safetensors", device=str(device)))
+    tensors = load_file(run.state / "optimizer.safetensors", device=str(device))
+    opt_state = {}
+    for index, values in state["optimizer_layout"].items():
+        opt_state[int(index)] = {
+            key: tensors[f"{index}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def train(
+    protocol: Protocol | str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    val: Sequence[str | Path] | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    command: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the protocol's network on simulated pairs from ``data``; returns the run directory.
+
+    Args:
+        protocol: a Protocol, a shipped name or a YAML path.
+        data: high-resolution training volumes (files or folders; any format mrisr reads).
+        out: the run directory (new, or existing with ``resume=True``).
+        val: whole volumes validated at the protocol's nominal setting (PSNR/SSIM in the
+            foreground); the best checkpoint is the best validation PSNR (else the last epoch).
+        epochs: overrides ``train.epochs``. max_steps: stop after this many iterations.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``; AMP and channels-last are used on CUDA.
+        seed: model initialisation and data streams.
+        num_workers: DataLoader workers preparing pairs on the CPU.
+    """
+    start_time = time.perf_counter()
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    run = _Run(Path(out))
+    if run.root.exists() and any(run.root.iterdir()) and not resume:
+        raise OutputError("run directory exists and is not empty", run.root, "pass --resume, or choose a new --out")
+    if resume and not (run.state / "state.json").exists():
+        raise InputError("no state to resume from", run.root, "start without --resume")
+    run.root.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    amp = dev.type == "cuda"
+    total_epochs = int(epochs if epochs is not None else proto.train.epochs)
+    steps = int(proto.train.steps_per_epoch)
+
+    volumes = load_training_volumes(data)
+    val_pairs = validation_pairs(load_training_volumes(val), proto, seed) if val else []
+
+    torch.manual_seed(seed)
+    model = network_from_block(proto.network).to(dev)
+    if amp:
+        model = model.to(memory_format=torch.channels_last if proto.network.spatial_dims == 2
+                         else torch.channels_last_3d)
+    t = proto.train
+    optimizer = build_optimizer(t.optimizer, model.parameters(), t.learning_rate, momentum=t.momentum,
+                                weight_decay=t.weight_decay)
+    scheduler = build_scheduler(t.lr_schedule, optimizer, epochs=total_epochs, steps_per_epoch=steps,
+                                step_epochs=t.step_epochs, gamma=t.gamma)
+
+    def loader(epoch: int) -> DataLoader:
+        pairs = PatchPairs(volumes, proto, seed=_epoch_seed(seed, epoch), pairs_per_volume=t.pairs_per_volume,
+                           foreground_bias=t.foreground_bias)
+        return DataLoader(pairs, batch_size=t.batch_size, num_workers=num_workers)
+
+    trainer = SupervisedTrainer(
+        device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=model, optimizer=optimizer,
+        loss_function=torch.nn.MSELoss(), epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
+    )
+    GradientClipping(t.clip_mode, t.clip_theta).attach(trainer)
+
+    counters: dict[str, Any] = {"epoch": 0, "iteration": 0, "best_psnr": -math.inf, "best_epoch": 0}
+    if resume:
+        counters = _load_state(run, model, optimizer, scheduler, dev)
+        trainer.state.epoch = counters["epoch"]
+        trainer.state.iteration = counters["iteration"]
+    else:
+        run.protocol.write_text(json.dumps(proto.as_dict(), indent=1, default=str))
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _fresh_stream(engine: SupervisedTrainer) -> None:
+        engine.set_data(loader(engine.state.epoch - 1))
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _step_schedule(engine: SupervisedTrainer) -> None:
+        scheduler.step()
+        if max_steps is not None and engine.state.iteration >= max_steps:
+            engine.terminate()
+
+    losses: list[float] = []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _collect(engine: SupervisedTrainer) -> None:
+        output = engine.state.output[0] if isinstance(engine.state.output, list) else engine.state.output
+        losses.append(float(output["loss"].detach()))
+
+    writer = _tensorboard(run.tb)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _epoch_end(engine: SupervisedTrainer) -> None:
+        epoch = engine.state.epoch
+        row: dict[str, Any] = {"epoch": epoch, "iteration": engine.state.iteration,
+                               "loss": sum(losses) / max(1, len(losses)), "lr": optimizer.param_groups[0]["lr"],
+                               "seconds": round(time.perf_counter() - start_time, 2)}
+        losses.clear()
+        if val_pairs and epoch % t.val_interval == 0:
+            row.update(_validate(model, val_pairs, proto, dev))
+        improved = row.get("val_psnr", epoch) > counters["best_psnr"] if val_pairs else True
+        if improved:
+            counters["best_psnr"] = row.get("val_psnr", epoch)
+            counters["best_epoch"] = epoch
+            card = _card(proto, data, volumes, row, start_time, command, dev)
+            save_checkpoint(_plain(model), run.best, card, name="model", force=True)
+        _append_csv(run.metrics, row)
+        if writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "iteration"):
+                    writer.add_scalar(key, value, epoch)
+            writer.flush()
+        counters.update(epoch=epoch, iteration=engine.state.iteration)
+        _save_state(run, model, optimizer, scheduler, counters)
+
+    @trainer.on(Events.TERMINATE)
+    def _stopped_mid_epoch(engine: SupervisedTrainer) -> None:  # --max-steps: still save and log
+        if losses:
+            _epoch_end(engine)
+
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {
+            "loss": (out[0] if isinstance(out, list) else out)["loss"].item()})
+    trainer.run()
+    if writer is not None:
+        writer.close()
+    return run.root
+
+
+def _plain(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _validate(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device) -> dict:
+    psnrs, ssims = [], []
+    for pair in pairs:
+        prediction = predict_volume(model, pair["input"], spatial_dims=proto.network.spatial_dims,
+                                    slice_axis=pair["slice_axis"], roi_size=proto.train.patch_size, device=device)
+        mask = foreground_mask(pair["target"])
+        psnrs.append(masked_psnr(prediction, pair["target"], mask))
+        ssims.append(bbox_ssim(prediction, pair["target"], mask))
+    return {"val_psnr": sum(psnrs) / len(psnrs), "val_ssim": sum(ssims) / len(ssims)}
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    exists = path.exists()
+    fields = list(row)
+    if exists:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), fields)
+        fields = header + [k for k in row if k not in header]
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if not exists:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; a broken install only loses the events
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
+def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: dict, start: float,
+          command: Sequence[str] | None, device: torch.device) -> dict:
+    files = [Path(p) for p in data]
+    return {
+        "protocol": {"name": proto.name, "path": proto.source, "acquisition": asdict(proto.acquisition)},
+        "training_data": [{"path": str(p), "sha256": sha256_file(p)} for p in files if p.exists()],
+        "metrics": metrics,
+        "mrisr_version": __version__,
+        "hardware": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else None, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "command": list(command) if command is not None else sys.argv,
+    }

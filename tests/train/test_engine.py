@@ -1,0 +1,107 @@
+"""train(): a whole run through MONAI's SupervisedTrainer — run directory, checkpoints, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import phantom
+from safetensors.torch import load_file
+
+import mrisr
+from mrisr.cli import main
+from mrisr.errors import InputError, OutputError
+from mrisr.train.checkpoint import load_checkpoint
+
+PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
+
+
+def _protocol(tmp: Path, spatial_dims: int = 2, patch=(32, 32), epochs: int = 2) -> Path:
+    card = yaml.safe_load((PROTOCOLS / "thick-slice-x4.yaml").read_text())
+    card["network"] = {"name": "vdsr", "spatial_dims": spatial_dims, "features": 8, "depth": 4}
+    card["train"] = {"patch_size": list(patch), "batch_size": 4, "epochs": epochs, "steps_per_epoch": 3,
+                     "learning_rate": 0.01, "pairs_per_volume": 4}
+    path = tmp / "p.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> list[Path]:
+    paths = []
+    for i in range(2):
+        vol = phantom(i, seed=i, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32")
+        paths.append(mrisr.save(vol, tmp_path / f"hr{i}.nii.gz"))
+    return paths
+
+
+def test_a_run_directory_holds_everything(tmp_path: Path, volumes: list[Path], monkeypatch) -> None:
+    run = mrisr.train(_protocol(tmp_path), [volumes[0]], tmp_path / "run", val=[volumes[1]], device="cpu",
+                      progress=False, command=["mrisr", "train", "test"])
+    assert sorted(p.name for p in run.iterdir()) == ["best", "metrics.csv", "protocol.json", "state", "tb"]
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(np.isfinite(float(r["val_psnr"])) for r in rows)
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    assert json.loads((run / "protocol.json").read_text())["acquisition"]["slice"]["profile"] == "rect"
+
+    def no_pickle(*args, **kwargs):  # the best model loads with safetensors alone
+        raise AssertionError("torch.load must not be used")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    model, card = load_checkpoint(run / "best" / "model.json")
+    assert card["architecture"]["name"] == "vdsr" and card["command"] == ["mrisr", "train", "test"]
+    assert card["training_data"][0]["sha256"] and card["protocol"]["name"] == "thick-slice-x4"
+    assert "val_psnr" in card["metrics"] and card["hardware"]["device"] == "cpu" and card["wall_time_s"] >= 0
+    out = model(torch.zeros(1, 1, 16, 16))
+    assert out.shape == (1, 1, 16, 16)
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path, volumes: list[Path]) -> None:
+    protocol = _protocol(tmp_path, epochs=4)
+    straight = mrisr.train(protocol, [volumes[0]], tmp_path / "a", epochs=4, device="cpu", progress=False)
+    mrisr.train(protocol, [volumes[0]], tmp_path / "b", epochs=2, device="cpu", progress=False)
+    resumed = mrisr.train(protocol, [volumes[0]], tmp_path / "b", epochs=4, device="cpu", progress=False,
+                          resume=True)
+    a, b = load_file(straight / "state" / "model.safetensors"), load_file(resumed / "state" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert [int(r["epoch"]) for r in csv.DictReader(open(resumed / "metrics.csv"))] == [1, 2, 3, 4]
+
+
+def test_max_steps_stops_and_still_saves(tmp_path: Path, volumes: list[Path]) -> None:
+    run = mrisr.train(_protocol(tmp_path, epochs=5), [volumes[0]], tmp_path / "r", max_steps=4, device="cpu",
+                      progress=False)
+    assert json.loads((run / "state" / "state.json").read_text())["iteration"] == 4
+    assert (run / "best" / "model.safetensors").exists()
+
+
+def test_bad_training_inputs(tmp_path: Path, volumes: list[Path]) -> None:
+    with pytest.raises(InputError, match="patch_size"):
+        mrisr.train(_protocol(tmp_path, spatial_dims=2, patch=(16, 16, 16)), volumes, tmp_path / "x", device="cpu",
+                    progress=False)
+    with pytest.raises(InputError):
+        mrisr.train(_protocol(tmp_path), [], tmp_path / "y", device="cpu", progress=False)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a scan")
+    with pytest.warns(UserWarning, match="broken.nii.gz"):
+        mrisr.train(_protocol(tmp_path), [broken, volumes[0]], tmp_path / "z", max_steps=1, device="cpu",
+                    progress=False)
+    with pytest.raises(OutputError, match="not empty"):
+        mrisr.train(_protocol(tmp_path), [volumes[0]], tmp_path / "z", device="cpu", progress=False)
+    with pytest.raises(InputError, match="resume"):
+        mrisr.train(_protocol(tmp_path), [volumes[0]], tmp_path / "fresh", resume=True, device="cpu",
+                    progress=False)
+
+
+def test_cli_train_and_its_errors(tmp_path: Path, volumes: list[Path], capsys) -> None:
+    code = main(["train", str(_protocol(tmp_path)), "--data", str(volumes[0]), "--out", str(tmp_path / "cli"),
+                 "--max-steps", "2", "--device", "cpu", "--quiet"])
+    assert code == 0 and (tmp_path / "cli" / "best" / "model.safetensors").exists()
+    code = main(["train", str(_protocol(tmp_path)), "--data", str(tmp_path / "missing.nii.gz"), "--out",
+                 str(tmp_path / "cli2"), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") <= 1
