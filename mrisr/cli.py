@@ -176,6 +176,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run = train(
         args.protocol, args.data, args.out, val=args.val, epochs=args.epochs, max_steps=args.max_steps,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         device=args.device, resume=args.resume, seed=args.seed, num_workers=args.workers,
         command=["mrisr", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("mrisr") else None,
         progress=not args.quiet,
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="the run directory")
     train.add_argument("--epochs", type=int, help="default: the protocol's train.epochs")
     train.add_argument("--max-steps", type=int, help="stop after this many iterations")
+    train.add_argument("--max-minutes", type=float, help="stop after this much wall time")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--seed", type=int, default=0)

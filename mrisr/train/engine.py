@@ -134,6 +134,7 @@ def train(
     val: Sequence[str | Path] | None = None,
     epochs: int | None = None,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
     device: str = "auto",
     resume: bool = False,
     seed: int = 0,
@@ -150,6 +151,7 @@ def train(
         val: whole volumes validated at the protocol's nominal setting (PSNR/SSIM in the
             foreground); the best checkpoint is the best validation PSNR (else the last epoch).
         epochs: overrides ``train.epochs``. max_steps: stop after this many iterations.
+        max_seconds: stop after this much wall time (a time budget, e.g. to compare methods).
         device: ``auto``, ``cpu`` or ``cuda[:N]``; AMP and channels-last are used on CUDA.
         seed: model initialisation and data streams.
         num_workers: DataLoader workers preparing pairs on the CPU.
@@ -208,6 +210,8 @@ def train(
     def _step_schedule(engine: SupervisedTrainer) -> None:
         scheduler.step()
         if max_steps is not None and engine.state.iteration >= max_steps:
+            engine.terminate()
+        if max_seconds is not None and time.perf_counter() - start_time >= max_seconds:
             engine.terminate()
 
     losses: list[float] = []

@@ -105,3 +105,44 @@ def test_cli_train_and_its_errors(tmp_path: Path, volumes: list[Path], capsys) -
                  str(tmp_path / "cli2"), "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.strip().count("\n") <= 1
+
+
+def _blocks(seed: int, n: int = 64) -> mrisr.Volume:
+    """Random bright ellipsoids: sharp edges in every direction, to be recovered along the slice axis."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij")).astype(np.float32)
+    image = np.zeros((n, n, n), np.float32)
+    for _ in range(40):
+        centre, radii, value = rng.uniform(8, n - 8, 3), rng.uniform(3, 12, 3), rng.uniform(100, 1000)
+        image[(((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) < 1] = value
+    return mrisr.Volume(image[None], np.eye(4))
+
+
+@pytest.mark.slow
+def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_within_60s(tmp_path: Path) -> None:
+    """One synthetic phantom, 4x thicker slices (rect), at most 60 s of CPU training: on a held-out
+    phantom the network's output is at least 3 dB closer to the truth than the cubic input."""
+    from mrisr.protocol import load_protocol
+    from mrisr.train.data import load_training_volumes, validation_pairs
+    from mrisr.train.validation import foreground_mask, masked_psnr, predict_volume
+
+    mrisr.save(_blocks(0), tmp_path / "train.nii.gz")
+    mrisr.save(_blocks(1), tmp_path / "held_out.nii.gz")
+    card = yaml.safe_load((PROTOCOLS / "thick-slice-x4.yaml").read_text())
+    card["acquisition"]["slice"]["scale"] = 4.0
+    card["network"] = {"name": "vdsr", "spatial_dims": 2, "features": 32, "depth": 8}
+    card["train"] = {"patch_size": [48, 48], "batch_size": 16, "epochs": 1000, "steps_per_epoch": 20,
+                     "optimizer": "adam", "learning_rate": 1e-3, "weight_decay": 0.0, "lr_schedule": "cosine",
+                     "clip_mode": "norm", "clip_theta": 1.0, "pairs_per_volume": 16}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(card))
+    torch.set_num_threads(2)
+    run = mrisr.train(tmp_path / "p.yaml", [tmp_path / "train.nii.gz"], tmp_path / "run", epochs=25,
+                      max_seconds=55, device="cpu", progress=False)
+    model, _ = load_checkpoint(run / "best" / "model.json")
+    pair = validation_pairs(load_training_volumes([tmp_path / "held_out.nii.gz"]),
+                            load_protocol(tmp_path / "p.yaml"), 0)[0]
+    prediction = predict_volume(model, pair["input"], spatial_dims=2, slice_axis=pair["slice_axis"],
+                                roi_size=(48, 48), device="cpu")
+    mask = foreground_mask(pair["target"])
+    gain = masked_psnr(prediction, pair["target"], mask) - masked_psnr(pair["input"], pair["target"], mask)
+    assert gain >= 3.0, gain
