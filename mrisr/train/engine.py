@@ -58,6 +58,21 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (``WORLD_SIZE`` > 1), initialising the process group once:
+    NCCL with CUDA, gloo on CPU. (0, 1) otherwise."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def _prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
     return (batch["input"].to(device, non_blocking=non_blocking),
             batch["target"].to(device, non_blocking=non_blocking))
@@ -158,12 +173,17 @@ def train(
     """
     start_time = time.perf_counter()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    rank, world = _distributed()
+    lead = rank == 0  # only rank 0 writes the run directory
     run = _Run(Path(out))
-    if run.root.exists() and any(run.root.iterdir()) and not resume:
+    if lead and run.root.exists() and any(run.root.iterdir()) and not resume:
         raise OutputError("run directory exists and is not empty", run.root, "pass --resume, or choose a new --out")
     if resume and not (run.state / "state.json").exists():
         raise InputError("no state to resume from", run.root, "start without --resume")
-    run.root.mkdir(parents=True, exist_ok=True)
+    if lead:
+        run.root.mkdir(parents=True, exist_ok=True)
+    if world > 1 and device == "auto" and torch.cuda.is_available():
+        device = f"cuda:{rank % torch.cuda.device_count()}"
     dev = resolve_device(device)
     amp = dev.type == "cuda"
     total_epochs = int(epochs if epochs is not None else proto.train.epochs)
@@ -177,6 +197,11 @@ def train(
     if amp:
         model = model.to(memory_format=torch.channels_last if proto.network.spatial_dims == 2
                          else torch.channels_last_3d)
+    network = model
+    if world > 1:  # DistributedDataParallel: gradients averaged over ranks, identical weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     t = proto.train
     optimizer = build_optimizer(t.optimizer, model.parameters(), t.learning_rate, momentum=t.momentum,
                                 weight_decay=t.weight_decay)
@@ -185,11 +210,11 @@ def train(
 
     def loader(epoch: int) -> DataLoader:
         pairs = PatchPairs(volumes, proto, seed=_epoch_seed(seed, epoch), pairs_per_volume=t.pairs_per_volume,
-                           foreground_bias=t.foreground_bias)
+                           foreground_bias=t.foreground_bias, rank=rank)
         return DataLoader(pairs, batch_size=t.batch_size, num_workers=num_workers)
 
     trainer = SupervisedTrainer(
-        device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=model, optimizer=optimizer,
+        device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=network, optimizer=optimizer,
         loss_function=torch.nn.MSELoss(), epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
     )
     GradientClipping(t.clip_mode, t.clip_theta).attach(trainer)
@@ -199,7 +224,7 @@ def train(
         counters = _load_state(run, model, optimizer, scheduler, dev)
         trainer.state.epoch = counters["epoch"]
         trainer.state.iteration = counters["iteration"]
-    else:
+    elif lead:
         run.protocol.write_text(json.dumps(proto.as_dict(), indent=1, default=str))
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -221,11 +246,14 @@ def train(
         output = engine.state.output[0] if isinstance(engine.state.output, list) else engine.state.output
         losses.append(float(output["loss"].detach()))
 
-    writer = _tensorboard(run.tb)
+    writer = _tensorboard(run.tb) if lead else None
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine: SupervisedTrainer) -> None:
         epoch = engine.state.epoch
+        if not lead:
+            losses.clear()
+            return
         row: dict[str, Any] = {"epoch": epoch, "iteration": engine.state.iteration,
                                "loss": sum(losses) / max(1, len(losses)), "lr": optimizer.param_groups[0]["lr"],
                                "seconds": round(time.perf_counter() - start_time, 2)}
@@ -252,7 +280,7 @@ def train(
         if losses:
             _epoch_end(engine)
 
-    if progress:
+    if progress and lead:
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {
@@ -260,6 +288,18 @@ def train(
     trainer.run()
     if writer is not None:
         writer.close()
+    if world > 1:
+        import hashlib
+
+        import torch.distributed as dist
+
+        # DDP keeps the ranks' weights identical; record each rank's digest so that it can be checked
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters()))
+        digests: list[Any] = [None] * world
+        dist.all_gather_object(digests, digest.hexdigest())
+        if lead:
+            (run.root / "ranks.json").write_text(json.dumps({"world_size": world, "weight_sha256": digests}))
+        dist.barrier()  # every rank returns once rank 0 has written the run directory
     return run.root
 
 

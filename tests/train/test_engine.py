@@ -146,3 +146,26 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_within_60s(tmp_path: Pa
     mask = foreground_mask(pair["target"])
     gain = masked_psnr(prediction, pair["target"], mask) - masked_psnr(pair["input"], pair["target"], mask)
     assert gain >= 3.0, gain
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_gloo_ranks_end_identical(tmp_path: Path, volumes: list[Path]) -> None:
+    """torchrun --nproc_per_node 2 on CPU (gloo): the run finishes and both ranks hold the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not found beside the interpreter")
+    script = Path(__file__).with_name("ddp_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(_protocol(tmp_path)),
+         str(volumes[0]), str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and len(set(ranks["weight_sha256"])) == 1
+    assert (tmp_path / "ddp" / "best" / "model.safetensors").exists()
