@@ -1,4 +1,4 @@
-"""``train``: VDSR training through MONAI's SupervisedTrainer, with handlers.
+"""``train``: VDSR training through MONAI's SupervisedTrainer and SupervisedEvaluator, with handlers.
 
 A run directory holds everything about a run: ``protocol.json`` (the resolved protocol),
 ``metrics.csv``, TensorBoard events under ``tb/``, the best model (``best/model.safetensors``
@@ -38,7 +38,7 @@ from .checkpoint import save_checkpoint
 from .data import PatchPairs, load_training_volumes, validation_pairs
 from .handlers import GradientClipping
 from .optim import build_optimizer, build_scheduler
-from .validation import bbox_ssim, foreground_mask, masked_psnr, predict_volume
+from .validation import VolumeInferer, bbox_ssim, foreground_mask, masked_psnr
 
 __all__ = ["train", "resolve_device"]
 
@@ -247,6 +247,7 @@ def train(
         losses.append(float(output["loss"].detach()))
 
     writer = _tensorboard(run.tb) if lead else None
+    evaluator = _evaluator(model, val_pairs, proto, dev) if val_pairs and lead else None
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine: SupervisedTrainer) -> None:
@@ -259,7 +260,7 @@ def train(
                                "seconds": round(time.perf_counter() - start_time, 2)}
         losses.clear()
         if val_pairs and epoch % t.val_interval == 0:
-            row.update(_validate(model, val_pairs, proto, dev))
+            row.update(_validate(evaluator))
         improved = row.get("val_psnr", epoch) > counters["best_psnr"] if val_pairs else True
         if improved:
             counters["best_psnr"] = row.get("val_psnr", epoch)
@@ -307,15 +308,35 @@ def _plain(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _validate(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device) -> dict:
-    psnrs, ssims = [], []
-    for pair in pairs:
-        prediction = predict_volume(model, pair["input"], spatial_dims=proto.network.spatial_dims,
-                                    slice_axis=pair["slice_axis"], roi_size=proto.train.patch_size, device=device)
-        mask = foreground_mask(pair["target"])
-        psnrs.append(masked_psnr(prediction, pair["target"], mask))
-        ssims.append(bbox_ssim(prediction, pair["target"], mask))
-    return {"val_psnr": sum(psnrs) / len(psnrs), "val_ssim": sum(ssims) / len(ssims)}
+def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device) -> Any:
+    """MONAI's SupervisedEvaluator over whole validation volumes, scoring PSNR/SSIM in the foreground."""
+    from monai.engines import SupervisedEvaluator
+
+    def prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
+        # whole volumes stay on the CPU: the inferer moves planes or windows to the device itself
+        return batch["input"][None], batch["target"][None], (), {"slice_axis": int(batch["slice_axis"])}
+
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=pairs, network=model, prepare_batch=prepare, decollate=False,
+        inferer=VolumeInferer(proto.network.spatial_dims, proto.train.patch_size, device),
+    )
+    evaluator.scores = {"val_psnr": [], "val_ssim": []}
+
+    @evaluator.on(Events.ITERATION_COMPLETED)
+    def _score(engine: Any) -> None:
+        prediction, target = engine.state.output["pred"][0], engine.state.output["label"][0]
+        mask = foreground_mask(target)
+        engine.scores["val_psnr"].append(masked_psnr(prediction, target, mask))
+        engine.scores["val_ssim"].append(bbox_ssim(prediction, target, mask))
+
+    return evaluator
+
+
+def _validate(evaluator: Any) -> dict:
+    for values in evaluator.scores.values():
+        values.clear()
+    evaluator.run()
+    return {key: sum(values) / len(values) for key, values in evaluator.scores.items()}
 
 
 def _append_csv(path: Path, row: dict) -> None:

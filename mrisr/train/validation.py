@@ -10,10 +10,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.inferers import SlidingWindowInferer
+from monai.inferers import Inferer, SlidingWindowInferer
 from monai.metrics import SSIMMetric
 
-__all__ = ["predict_volume", "foreground_mask", "masked_psnr", "bbox_ssim"]
+__all__ = ["predict_volume", "VolumeInferer", "foreground_mask", "masked_psnr", "bbox_ssim"]
 
 
 @torch.no_grad()
@@ -57,6 +57,23 @@ def predict_volume(
         order[rest], order[partner], order[slice_axis] = 0, 1, 2
         out[c] = result.permute(*order)
     return out
+
+
+class VolumeInferer(Inferer):
+    """A MONAI inferer over whole volumes ``(1, C, X, Y, Z)``: :func:`predict_volume`.
+
+    The degraded axis comes per call (``slice_axis``), as the evaluator's ``prepare_batch``
+    passes it along with each volume.
+    """
+
+    def __init__(self, spatial_dims: int, roi_size: Sequence[int], device: torch.device | str) -> None:
+        super().__init__()
+        self.spatial_dims, self.roi_size, self.device = spatial_dims, tuple(roi_size), device
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: object,
+                 slice_axis: int = 2, **kwargs: object) -> torch.Tensor:
+        return predict_volume(network, inputs[0].cpu(), spatial_dims=self.spatial_dims, slice_axis=slice_axis,
+                              roi_size=self.roi_size, device=self.device)[None]
 
 
 def foreground_mask(target: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
