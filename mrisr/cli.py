@@ -186,6 +186,71 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .export import sha256_file, sidecar_path, write_sidecar
+    from .infer.predict import load_model, upscale
+
+    out = Path(args.output)
+    sidecar = sidecar_path(out)
+    for existing in (out, sidecar):  # before any work, not after it
+        if existing.exists() and not args.force:
+            raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
+    device = _device(args.device)
+    start = time.perf_counter()
+    volume = load(args.input, series=args.series)
+    loaded = time.perf_counter()
+    model, card = load_model(args.model, device)
+    fmt = args.format
+    if fmt is None and volume.meta.get("source_format") == "dicom" and not out.name.lower().endswith(
+            tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)):
+        fmt = "dicom"  # DICOM in, derived DICOM series out
+    spacing = args.spacing[0] if args.spacing and len(args.spacing) == 1 else args.spacing
+    scale = args.scale[0] if args.scale and len(args.scale) == 1 else args.scale
+    result = upscale(volume, model, spacing=spacing, scale=scale, device=device, progress=not args.quiet)
+    computed = time.perf_counter()
+    written = save(result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"}), out,
+                   format=fmt, force=args.force)
+    done = time.perf_counter()
+    sources = [Path(p) for p in volume.meta.get("source_paths", [str(args.input)])]
+    summary = {
+        "mrisr_version": __version__,
+        "command": "upscale",
+        "input": {"path": str(args.input), "shape": list(volume.shape),
+                  "spacing_mm": [float(x) for x in volume.spacing],
+                  "sources": [{"path": str(p), "sha256": sha256_file(p)} for p in sources if p.exists()]},
+        "output": {"path": str(written), "format": fmt or "by extension", "shape": list(result.shape),
+                   "spacing_mm": [float(x) for x in result.spacing]},
+        "model": {"path": str(args.model), "name": card.get("architecture", {}).get("name"),
+                  "sha256": card.get("weights", {}).get("sha256"),
+                  "config": card.get("architecture", {}).get("config")},
+        "target_spacing_mm": [float(x) for x in result.spacing],
+        "device": device,
+        "torch_version": torch.__version__,
+        "seconds": {"load": round(loaded - start, 3), "upscale": round(computed - loaded, 3),
+                    "write": round(done - computed, 3)},
+    }
+    write_sidecar(written, summary, force=args.force)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print(f"wrote {written} ({' x '.join(map(str, result.shape))} at "
+              f"{' x '.join(f'{x:.3g}' for x in result.spacing)} mm) and {sidecar}")
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .infer.onnx import export_onnx
+
+    path = export_onnx(args.model, args.output, opset=args.opset, force=args.force)
+    if not args.quiet:
+        print(f"wrote {path} (checked against torch with onnxruntime)")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from .protocol import list_protocols
 
@@ -247,6 +312,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing pairs")
     train.set_defaults(func=_cmd_train)
+
+    up = sub.add_parser("upscale", help="super-resolve a scan with a trained model", parents=[common])
+    up.add_argument("input", type=Path, help="the low-resolution scan (any format mrisr reads)")
+    up.add_argument("-o", "--output", type=Path, required=True, help="output file, or folder for a DICOM series")
+    up.add_argument("--model", required=True, help="a model card (.json), weights (.safetensors) or run directory")
+    grid = up.add_mutually_exclusive_group()
+    grid.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="target spacing: one value or three")
+    grid.add_argument("--scale", type=float, nargs="+", metavar="F", help="upsampling factor per voxel axis")
+    up.add_argument("--format", choices=sorted(FORMATS), help="default: DICOM for DICOM input, else the extension")
+    up.add_argument("--series", help="DICOM series id when the input holds several")
+    up.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    up.add_argument("--force", action="store_true", help="replace existing outputs")
+    up.add_argument("--json", action="store_true", help="print the summary (the sidecar's content) as JSON")
+    up.set_defaults(func=_cmd_upscale)
+
+    onnx = sub.add_parser("export-onnx", help="export a model to ONNX (checked with onnxruntime)", parents=[common])
+    onnx.add_argument("model", help="a model card (.json) or weights (.safetensors)")
+    onnx.add_argument("-o", "--output", type=Path, required=True)
+    onnx.add_argument("--opset", type=int, default=17)
+    onnx.add_argument("--force", action="store_true")
+    onnx.set_defaults(func=_cmd_export_onnx)
 
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)
