@@ -239,3 +239,15 @@ def test_bad_inputs_are_one_line_errors(model, volume, kwargs, pattern):
 def test_cuda_requested_without_it():
     with refused(InputError, "cuda requested but this machine has 0 CUDA"):
         upscale(_lr(shape=(8, 8, 4)), _net(2), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cuda_with_amp_matches_the_cpu(dims):
+    lr = _lr(shape=(40, 34, 12))
+    net = _net(dims, seed=10)
+    cpu = upscale(lr, net, spacing=1.0, device="cpu", roi_size=24 if dims == 3 else None)
+    gpu = upscale(lr, net, spacing=1.0, device="cuda", roi_size=24 if dims == 3 else None)
+    assert gpu.meta["upscale"]["amp"] and gpu.meta["upscale"]["device"].startswith("cuda")
+    np.testing.assert_allclose(gpu.array, cpu.array, rtol=0, atol=1e-2 * np.abs(cpu.array).max())
+    assert np.abs(gpu.affine - cpu.affine).max() == 0
