@@ -105,22 +105,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _device(spec: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu`` and ``cuda[:N]`` checked to exist."""
-    import torch
+    """The device a command runs on (see :func:`mrisr.device.resolve_device`), as text."""
+    from .device import resolve_device
 
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise InputError(f"{spec}: this machine has {count} CUDA device(s)", "--device", "use --device cpu or auto")
-    return str(device)
+    return str(resolve_device(spec))
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

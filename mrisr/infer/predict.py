@@ -57,37 +57,20 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import InputError, MrisrError
 from ..preprocess import denormalize, normalize, pre_upsample
 from ..volume import Volume
 from ..volume import spacing as voxel_spacing
 from .grid import coarse_axis, target_grid, upsampled_axes
 
-__all__ = ["SHIPPED_MODELS", "load_model", "upscale", "resolve_device"]
+__all__ = ["SHIPPED_MODELS", "load_model", "upscale"]
 
 #: Shipped model name -> checkpoint path (none ship yet).
 SHIPPED_MODELS: dict[str, Path] = {}
 
 #: Default 3D window (training patch layout) when the model card names no patch size.
 DEFAULT_ROI_3D = (64, 64, 64)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``cpu``/``cuda[:N]`` checked to exist."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {device!r}", "device", "use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (dev.index or 0) >= count:
-            raise InputError(f"{device} requested but this machine has {count} CUDA device(s)", "device",
-                             "use device='cpu' or 'auto'")
-    return dev
 
 
 def _checkpoint_path(path: Path) -> Path:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from .. import __version__
+from ..device import resolve_device
 from ..errors import InputError, OutputError
 from ..export.sidecar import sha256_file
 from ..nets import network_from_block
@@ -40,22 +41,7 @@ from .handlers import GradientClipping
 from .optim import build_optimizer, build_scheduler
 from .validation import VolumeInferer, bbox_ssim, foreground_mask, masked_psnr
 
-__all__ = ["train", "resolve_device"]
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; other specs checked."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (device.index or 0) >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        raise InputError(f"{spec}: no such CUDA device here", "--device", "use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {spec!r}", "--device", "use auto, cpu, cuda or cuda:N")
-    return device
+__all__ = ["train"]
 
 
 def _distributed() -> tuple[int, int]:
