@@ -44,19 +44,20 @@ from .validation import VolumeInferer, bbox_ssim, foreground_mask, masked_psnr
 __all__ = ["train"]
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun (``WORLD_SIZE`` > 1), initialising the process group once:
-    NCCL with CUDA, gloo on CPU. (0, 1) otherwise."""
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether we created the process group) under torchrun (``WORLD_SIZE`` > 1),
+    initialising the group when needed: NCCL with CUDA, gloo on CPU. (0, 1, False) otherwise."""
     import os
 
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
+        return 0, 1, False
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), created
 
 
 def _prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
@@ -159,7 +160,7 @@ def train(
     """
     start_time = time.perf_counter()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    rank, world = _distributed()
+    rank, world, owns_group = _distributed()
     lead = rank == 0  # only rank 0 writes the run directory
     run = _Run(Path(out))
     if lead and run.root.exists() and any(run.root.iterdir()) and not resume:
@@ -287,6 +288,8 @@ def train(
         if lead:
             (run.root / "ranks.json").write_text(json.dumps({"world_size": world, "weight_sha256": digests}))
         dist.barrier()  # every rank returns once rank 0 has written the run directory
+        if owns_group:  # an undestroyed gloo group can abort the process at interpreter exit
+            dist.destroy_process_group()
     return run.root
 
 
