@@ -183,16 +183,25 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from .infer.predict import load_model, upscale
 
     out = Path(args.output)
-    sidecar = sidecar_path(out)
+    fmt = args.format
+    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == ".mrb")
+    if mrb and out.suffix.lower() != ".mrb":
+        raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
+                          "name the output <scene>.mrb")
+    # a scene's sidecar is scene.json, beside scene.mrb
+    sidecar_of = out.with_suffix("") if mrb else out
+    sidecar = sidecar_path(sidecar_of)
     for existing in (out, sidecar):  # before any work, not after it
         if existing.exists() and not args.force:
             raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
     device = _device(args.device)
     start = time.perf_counter()
     volume = load(args.input, series=args.series)
+    if mrb and volume.n_channels != 1:
+        raise InputError(f"has {volume.n_channels} volumes; a Slicer scene holds scalar volumes", args.input,
+                         "upscale to NIfTI or NRRD instead of --format mrb")
     loaded = time.perf_counter()
     model, card = load_model(args.model, device)
-    fmt = args.format
     if fmt is None and volume.meta.get("source_format") == "dicom" and not out.name.lower().endswith(
             tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)):
         fmt = "dicom"  # DICOM in, derived DICOM series out
@@ -200,8 +209,16 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     scale = args.scale[0] if args.scale and len(args.scale) == 1 else args.scale
     result = upscale(volume, model, spacing=spacing, scale=scale, device=device, progress=not args.quiet)
     computed = time.perf_counter()
-    written = save(result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"}), out,
-                   format=fmt, force=args.force)
+    result = result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"})
+    if mrb:
+        from .export import write_mrb
+
+        fmt = "mrb"
+        stem = _volume_name(args.input)
+        # input in the background, result on top; no difference: the two are on different grids
+        written = write_mrb(out, {stem: volume, f"{stem}_sr": result}, force=args.force)
+    else:
+        written = save(result, out, format=fmt, force=args.force)
     done = time.perf_counter()
     sources = [Path(p) for p in volume.meta.get("source_paths", [str(args.input)])]
     summary = {
@@ -221,12 +238,47 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         "seconds": {"load": round(loaded - start, 3), "upscale": round(computed - loaded, 3),
                     "write": round(done - computed, 3)},
     }
-    write_sidecar(written, summary, force=args.force)
+    write_sidecar(sidecar_of, summary, force=args.force)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print(f"wrote {written} ({' x '.join(map(str, result.shape))} at "
               f"{' x '.join(f'{x:.3g}' for x in result.spacing)} mm) and {sidecar}")
+    return 0
+
+
+def _volume_name(path: Path) -> str:
+    """A scene node name for an input: its file name without the image suffixes."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".zip"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name or "volume"
+
+
+def _cmd_export_slicer(args: argparse.Namespace) -> int:
+    from .export import write_mrb
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".mrb":
+        raise OutputError(f"a Slicer scene bundle must end in .mrb, got {out.name!r}", out, "name it <scene>.mrb")
+    if out.exists() and not args.force:  # before any loading
+        raise OutputError("output already exists", out, "pass --force to replace it, or choose another output")
+    if args.names is not None and len(args.names) != len(args.inputs):
+        raise InputError(f"{len(args.names)} names for {len(args.inputs)} inputs", "--names",
+                         "give one name per input")
+    names = list(args.names) if args.names is not None else []
+    if not names:
+        for path in args.inputs:
+            name, n = _volume_name(path), 1
+            while (f"{name}_{n}" if n > 1 else name) in names:
+                n += 1
+            names.append(f"{name}_{n}" if n > 1 else name)
+    volumes = [load(path) for path in args.inputs]
+    written = write_mrb(out, volumes, names=names, difference=args.difference, force=args.force)
+    if not args.quiet:
+        print(f"wrote {written} ({len(volumes)} volumes{' and their difference' if args.difference else ''}: "
+              f"{', '.join(names)})")
     return 0
 
 
@@ -308,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid = up.add_mutually_exclusive_group()
     grid.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="target spacing: one value or three")
     grid.add_argument("--scale", type=float, nargs="+", metavar="F", help="upsampling factor per voxel axis")
-    up.add_argument("--format", choices=sorted(FORMATS), help="default: DICOM for DICOM input, else the extension")
+    up.add_argument("--format", choices=[*sorted(FORMATS), "mrb"],
+                    help="default: DICOM for DICOM input, else the extension; mrb: a 3D Slicer scene with the "
+                         "input and the result")
     up.add_argument("--series", help="DICOM series id when the input holds several")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     up.add_argument("--force", action="store_true", help="replace existing outputs")
@@ -321,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--opset", type=int, default=17)
     onnx.add_argument("--force", action="store_true")
     onnx.set_defaults(func=_cmd_export_onnx)
+
+    slicer = sub.add_parser("export-slicer", help="bundle volumes as a 3D Slicer scene (.mrb)", parents=[common])
+    slicer.add_argument("inputs", nargs="+", type=Path, metavar="IN",
+                        help="volumes (any format mrisr reads); the first is the background, the last the foreground")
+    slicer.add_argument("-o", "--output", type=Path, required=True, help="the scene bundle, ending in .mrb")
+    slicer.add_argument("--names", nargs="+", metavar="NAME", help="node names, one per input (default: file names)")
+    slicer.add_argument("--difference", action="store_true",
+                        help="add last minus first (both on the same grid) with a diverging colour table")
+    slicer.add_argument("--force", action="store_true", help="replace an existing output")
+    slicer.set_defaults(func=_cmd_export_slicer)
 
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)

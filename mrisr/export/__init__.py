@@ -1,5 +1,6 @@
-"""Writing results back: JSON sidecars (later: Slicer scenes, bundles)."""
+"""Writing results back: JSON sidecars and 3D Slicer scene bundles (``.mrb``)."""
 
 from .sidecar import sha256_file, sidecar_path, write_sidecar
+from .slicer import write_mrb
 
-__all__ = ["sha256_file", "sidecar_path", "write_sidecar"]
+__all__ = ["sha256_file", "sidecar_path", "write_sidecar", "write_mrb"]
