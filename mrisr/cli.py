@@ -188,9 +188,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     if mrb and out.suffix.lower() != ".mrb":
         raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
                           "name the output <scene>.mrb")
-    # a scene's sidecar is scene.json, beside scene.mrb
-    sidecar_of = out.with_suffix("") if mrb else out
-    sidecar = sidecar_path(sidecar_of)
+    sidecar = sidecar_path(out)
     for existing in (out, sidecar):  # before any work, not after it
         if existing.exists() and not args.force:
             raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
@@ -238,7 +236,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         "seconds": {"load": round(loaded - start, 3), "upscale": round(computed - loaded, 3),
                     "write": round(done - computed, 3)},
     }
-    write_sidecar(sidecar_of, summary, force=args.force)
+    write_sidecar(out, summary, force=args.force)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:

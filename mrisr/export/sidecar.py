@@ -18,7 +18,7 @@ from ..io.atomic import atomic_output
 __all__ = ["sidecar_path", "write_sidecar", "sha256_file"]
 
 #: Output suffixes that the sidecar name replaces.
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mrb")
 
 
 def sidecar_path(output: str | PathLike[str]) -> Path:
