@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import AXIS_ORDERS, needs_dcm2niix, phantom
+from dicom_factory import dcm2niix_images
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -44,20 +45,9 @@ def read_sitk(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_dcm2niix(folder: Path, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """dcm2niix's reading of a series: array ``(X, Y, Z[, T])`` float64 and RAS affine."""
-    exe = needs_dcm2niix()
-    out = work / "dcm2niix"
-    out.mkdir()
-    result = subprocess.run(
-        [exe, "-z", "n", "-b", "n", "-f", "out", "-o", str(out), str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    nifti = list(out.glob("*.nii"))
-    assert len(nifti) == 1, (result.stdout, nifti)
-    image = nib.load(nifti[0])
-    return np.asarray(image.dataobj, dtype=np.float64), image.affine
+    images = dcm2niix_images(needs_dcm2niix(), folder, work / "dcm2niix")
+    assert len(images) == 1, images
+    return np.asarray(images[0].dataobj, dtype=np.float64), images[0].affine
 
 
 def assert_same_grid(
