@@ -289,6 +289,73 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_ready(value: Any) -> Any:
+    """Metrics as JSON: infinite PSNR (identical images) as the string "inf"."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else None)
+    return value
+
+
+def _coarse_axis(low: Volume, reference: Volume) -> int:
+    """The voxel axis the low-resolution scan undersamples most (its slice axis)."""
+    return int(np.argmax(np.asarray(low.spacing) / np.asarray(reference.spacing)))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluate import evaluate
+    from .preprocess import pre_upsample
+
+    if args.report is not None and Path(args.report).exists() and not args.force:  # before any work
+        raise OutputError("output already exists", args.report, "pass --force to replace it, or choose another folder")
+    reference = load(args.reference)
+    prediction = load(args.prediction)
+    names = (str(args.reference), str(args.prediction))
+    mask: Any = "auto" if args.mask == "auto" else load(args.mask)
+    low = cubic = None
+    if args.low_resolution is not None:
+        low = load(args.low_resolution)
+        try:
+            upsampled = pre_upsample(torch.as_tensor(np.asarray(low.array)), low.affine, reference.affine,
+                                     reference.shape)
+        except MrisrError as exc:
+            raise InputError(f"is not a thick-slice version of the reference's field of view ({exc.problem})",
+                             args.low_resolution, "give the low-resolution scan the prediction was made from") from exc
+        cubic = reference.replace(array=upsampled.numpy(), meta={"source_paths": [f"cubic({args.low_resolution})"]})
+    axis = args.axis if args.axis is not None else (_coarse_axis(low, reference) if low is not None else 2)
+    metrics = {"reference": str(args.reference), "prediction": str(args.prediction),
+               "mask": "auto" if args.mask == "auto" else str(args.mask),
+               **evaluate(reference, prediction, mask, axis=axis, names=names)}
+    if cubic is not None:
+        metrics["low_resolution"] = str(args.low_resolution)
+        metrics["cubic"] = evaluate(reference, cubic, mask, axis=axis, names=(names[0], "the cubic baseline"))
+    if args.report is not None:
+        from .evaluate.report import write_report
+
+        metrics["report"] = str(write_report(args.report, reference, prediction, low_resolution=low, cubic=cubic,
+                                             metrics=metrics, mask=mask, force=args.force))
+    if args.json:
+        print(json.dumps(_json_ready(metrics), indent=2))
+    elif not args.quiet:
+        rows = [("prediction", metrics)] + ([("cubic", metrics["cubic"])] if cubic is not None else [])
+        print(f"{'':12s} {'PSNR dB':>9s} {'SSIM':>8s} {'NRMSE':>8s}")
+        for label, m in rows:
+            print(f"{label:12s} {m['psnr_db']:9.3f} {m['ssim']:8.4f} {m['nrmse']:8.4f}")
+        if cubic is not None:
+            print(f"{'gain':12s} {metrics['psnr_db'] - metrics['cubic']['psnr_db']:+9.3f} "
+                  f"{metrics['ssim'] - metrics['cubic']['ssim']:+8.4f}")
+        print(f"mask: {metrics['mask']} ({metrics['mask_voxels']} voxels, {100 * metrics['mask_fraction']:.1f} %); "
+              f"per-slice PSNR along voxel axis {axis}")
+        if args.report is not None:
+            print(f"report: {metrics['report']}/index.html")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from .protocol import list_protocols
 
@@ -383,6 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add last minus first (both on the same grid) with a diverging colour table")
     slicer.add_argument("--force", action="store_true", help="replace an existing output")
     slicer.set_defaults(func=_cmd_export_slicer)
+
+    ev = sub.add_parser("evaluate", help="PSNR, SSIM and NRMSE of a result against a reference", parents=[common])
+    ev.add_argument("--reference", type=Path, required=True, help="the high-resolution ground truth (HR)")
+    ev.add_argument("--prediction", type=Path, required=True, help="the result to judge (SR), on the HR grid")
+    ev.add_argument("--mask", default="auto",
+                    help="auto (HR above 10%% of its 99th percentile) or a mask volume on the HR grid")
+    ev.add_argument("--low-resolution", type=Path, metavar="LR",
+                    help="the thick-slice input: adds the tricubic baseline and the LR panels to the report")
+    ev.add_argument("--axis", type=int, choices=(0, 1, 2),
+                    help="voxel axis of the per-slice curve (default: LR's coarse axis, else 2)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--report", type=Path, metavar="DIR", help="write PNG figures and index.html into this new folder")
+    ev.add_argument("--force", action="store_true", help="replace an existing report folder")
+    ev.set_defaults(func=_cmd_evaluate)
 
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)
