@@ -13,23 +13,43 @@ import torch
 from .errors import GeometryError, InputError
 from .volume import spacing, world_corners
 
-__all__ = ["intensity_scale", "normalize", "denormalize", "pre_upsample", "cubic_resize_axis"]
+__all__ = [
+    "percentile_99",
+    "foreground_mask",
+    "intensity_scale",
+    "normalize",
+    "denormalize",
+    "pre_upsample",
+    "cubic_resize_axis",
+]
 
-#: Voxels above this fraction of the 99th percentile are foreground for the intensity scale.
+#: Voxels above this fraction of the 99th percentile are foreground (:func:`foreground_mask`).
 FOREGROUND_FRACTION = 0.1
+
+
+def percentile_99(image: torch.Tensor) -> float:
+    """The 99th percentile of all values of a non-empty ``image`` (an element of it: ``kthvalue``,
+    as ``torch.quantile`` refuses more than 2**24 values)."""
+    values = image.detach().reshape(-1).to(torch.float64)
+    return float(values.kthvalue(max(1, int(round(0.99 * values.numel())))).values)
+
+
+def foreground_mask(image: torch.Tensor, fraction: float = FOREGROUND_FRACTION, *,
+                    p99: float | None = None) -> torch.Tensor:
+    """Voxels above ``fraction`` of the image's 99th percentile (bool, same shape): the foreground
+    that normalisation, patch sampling, validation and evaluation all use. ``p99``: the percentile
+    when the caller has it already."""
+    return image > fraction * (percentile_99(image) if p99 is None else p99)
 
 
 def intensity_scale(image: torch.Tensor) -> float:
     """The scale that normalisation divides by: the mean of the foreground of ``image``
     (voxels above 10% of its 99th percentile), 1.0 for an empty image. Any shape."""
-    values = image.detach().reshape(-1).to(torch.float64)
-    if values.numel() == 0:
-        return 1.0
-    k = max(1, int(round(0.99 * values.numel())))
-    p99 = float(values.kthvalue(k).values)
+    values = image.detach().to(torch.float64)
+    p99 = percentile_99(values) if values.numel() else 0.0
     if p99 <= 0:
         return 1.0
-    foreground = values[values > FOREGROUND_FRACTION * p99]
+    foreground = values[foreground_mask(values, p99=p99)]
     return float(foreground.mean()) if foreground.numel() else 1.0
 
 

@@ -42,7 +42,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import InputError, MrisrError
 from ..io import list_series, load
 from ..kspace.degrade import acquisition_axes, degrade
-from ..preprocess import FOREGROUND_FRACTION, normalize, pre_upsample
+from ..preprocess import foreground_mask as preprocess_foreground
+from ..preprocess import normalize, percentile_99, pre_upsample
 from ..protocol import Acquisition, AcquisitionParams, Protocol
 from ..volume import Volume, spacing
 
@@ -204,14 +205,10 @@ def make_pair(
 def foreground_mask(image: torch.Tensor) -> torch.Tensor:
     """Spatial voxels where any channel of ``(C, X, Y, Z)`` exceeds 10% of the image's 99th
     percentile (the rule of :func:`~mrisr.preprocess.intensity_scale`); bool ``(X, Y, Z)``."""
-    values = image.detach().reshape(-1)
-    if values.numel() == 0:
-        return torch.zeros(image.shape[1:], dtype=torch.bool)
-    k = max(1, int(round(0.99 * values.numel())))
-    p99 = float(values.kthvalue(k).values)
+    p99 = percentile_99(image) if image.numel() else 0.0
     if p99 <= 0:
         return torch.zeros(image.shape[1:], dtype=torch.bool)
-    return (image > FOREGROUND_FRACTION * p99).any(0)
+    return preprocess_foreground(image, p99=p99).any(0)
 
 
 def slice_last(image: torch.Tensor, slice_axis: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.metrics import SSIMMetric
 
+from ..preprocess import foreground_mask  # re-exported: validation scores in this foreground
+
 __all__ = ["predict_volume", "VolumeInferer", "foreground_mask", "masked_psnr", "bbox_ssim"]
 
 
@@ -74,13 +76,6 @@ class VolumeInferer(Inferer):
                  slice_axis: int = 2, **kwargs: object) -> torch.Tensor:
         return predict_volume(network, inputs[0].cpu(), spatial_dims=self.spatial_dims, slice_axis=slice_axis,
                               roi_size=self.roi_size, device=self.device)[None]
-
-
-def foreground_mask(target: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
-    """Voxels above ``fraction`` of the target's 99th percentile (bool, same shape)."""
-    values = target.reshape(-1).to(torch.float64)
-    p99 = float(values.kthvalue(max(1, int(round(0.99 * values.numel())))).values)
-    return target > fraction * p99
 
 
 def masked_psnr(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
