@@ -289,17 +289,6 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_ready(value: Any) -> Any:
-    """Metrics as JSON: infinite PSNR (identical images) as the string "inf"."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else None)
-    return value
-
-
 def _coarse_axis(low: Volume, reference: Volume) -> int:
     """The voxel axis the low-resolution scan undersamples most (its slice axis)."""
     return int(np.argmax(np.asarray(low.spacing) / np.asarray(reference.spacing)))
@@ -309,6 +298,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluate import evaluate
+    from .export.sidecar import json_ready
     from .preprocess import pre_upsample
 
     if args.report is not None and Path(args.report).exists() and not args.force:  # before any work
@@ -340,7 +330,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics["report"] = str(write_report(args.report, reference, prediction, low_resolution=low, cubic=cubic,
                                              metrics=metrics, mask=mask, force=args.force))
     if args.json:
-        print(json.dumps(_json_ready(metrics), indent=2))
+        print(json.dumps(json_ready(metrics, nan=None), indent=2))
     elif not args.quiet:
         rows = [("prediction", metrics)] + ([("cubic", metrics["cubic"])] if cubic is not None else [])
         print(f"{'':12s} {'PSNR dB':>9s} {'SSIM':>8s} {'NRMSE':>8s}")

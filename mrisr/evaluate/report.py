@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import OutputError
+from ..export.sidecar import json_ready
 from ..io.atomic import _sibling, atomic_output
 from ..preprocess import pre_upsample
 from ..volume import Volume
@@ -204,16 +205,6 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else None)
-    return value
-
-
 def _html(title: str, metrics: dict[str, Any], figures: list[tuple[str, str]], columns: list[str],
           sources: dict[str, str]) -> str:
     rows = [("SR (prediction)", metrics)]
@@ -357,7 +348,8 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
             sources = {"reference (HR)": ref_name, "prediction (SR)": pred_name}
             if low_resolution is not None:
                 sources["low resolution (LR)"] = volume_name(low_resolution, "low resolution")
-            (tmp / "metrics.json").write_text(json.dumps(_json_ready(metrics), indent=2) + "\n", encoding="utf-8")
+            metrics_json = json.dumps(json_ready(metrics, nan=None), indent=2) + "\n"
+            (tmp / "metrics.json").write_text(metrics_json, encoding="utf-8")
             (tmp / "index.html").write_text(
                 _html(f"mrisr evaluation: {Path(pred_name).name}", metrics, figures, columns, sources),
                 encoding="utf-8")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..io.atomic import atomic_output
 
-__all__ = ["sidecar_path", "write_sidecar", "sha256_file"]
+__all__ = ["sidecar_path", "write_sidecar", "sha256_file", "json_ready"]
 
 #: Output suffixes that the sidecar name replaces.
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mrb")
@@ -45,18 +45,19 @@ def sha256_file(path: str | PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: infinities as strings, numpy/torch scalars as numbers, paths as text."""
+def json_ready(value: Any, *, nan: Any = "nan") -> Any:
+    """``value`` as strict JSON: infinities as ``"inf"``/``"-inf"``, NaN as ``nan`` (default the
+    string ``"nan"``), numpy/torch arrays and scalars as lists and numbers, paths as text."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v, nan=nan) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+        return [json_ready(v, nan=nan) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return nan if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, PathLike):
         return str(value)
-    if hasattr(value, "item") and callable(value.item):
-        return _plain(value.item())
+    if not isinstance(value, (str, int, float, bool, type(None))) and callable(getattr(value, "tolist", None)):
+        return json_ready(value.tolist(), nan=nan)
     return value
 
 
@@ -64,5 +65,5 @@ def write_sidecar(output: str | PathLike[str], data: dict[str, Any], force: bool
     """Write ``data`` as the JSON sidecar of ``output`` (atomically); returns its path."""
     path = sidecar_path(output)
     with atomic_output(path, force) as tmp:
-        tmp.write_text(json.dumps(_plain(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_ready(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -23,7 +23,6 @@ file is refused before it is read.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import InputError
-from ..export.sidecar import sha256_file
+from ..export.sidecar import json_ready, sha256_file
 from ..io.atomic import atomic_output
 from ..nets import build_network, network_name, unwrap
 
@@ -47,21 +46,6 @@ FORMAT = "mrisr-model"
 FORMAT_VERSION = 1
 #: Card fields that :func:`save_checkpoint` sets itself (a caller's values for them are replaced).
 RESERVED = ("format", "format_version", "architecture", "mrisr_version", "weights")
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-ready, strictly: non-finite floats as strings, numpy/torch scalars as numbers, paths as text."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # 'nan', 'inf', '-inf'
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if not isinstance(value, (str, int, float, bool, type(None))) and callable(getattr(value, "tolist", None)):
-        return _jsonable(value.tolist())  # numpy/torch arrays and scalars
-    return value
 
 
 def card_path(path: str | os.PathLike[str], name: str = "model") -> Path:
@@ -124,10 +108,10 @@ def save_checkpoint(
     json_path = directory / f"{name}.json"
 
     try:
-        extra = json.loads(json.dumps(_jsonable(dict(card)), allow_nan=False))
+        extra = json.loads(json.dumps(json_ready(dict(card)), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InputError(f"model card is not JSON: {exc}", "card", "give plain numbers, text, lists and dicts") from exc
-    architecture = {"name": arch, "config": _jsonable(config)}
+    architecture = {"name": arch, "config": json_ready(config)}
     state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
 
     # Card outer, weights inner: the weights are renamed first, then the card; both are complete
