@@ -253,7 +253,7 @@ def train(
             counters["best_psnr"] = row.get("val_psnr", epoch)
             counters["best_epoch"] = epoch
             card = _card(proto, data, volumes, row, start_time, command, dev)
-            save_checkpoint(_plain(model), run.best, card, name="model", force=True)
+            save_checkpoint(model, run.best, card, name="model", force=True)
         _append_csv(run.metrics, row)
         if writer is not None:
             for key, value in row.items():
@@ -291,10 +291,6 @@ def train(
         if owns_group:  # an undestroyed gloo group can abort the process at interpreter exit
             dist.destroy_process_group()
     return run.root
-
-
-def _plain(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device) -> Any:

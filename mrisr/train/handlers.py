@@ -11,20 +11,17 @@ and still skips the step when the unscaled gradients held inf or NaN.
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
-from monai.utils import CommonKeys
 
-from mrisr.errors import InputError, OutputError
+from mrisr.errors import InputError
 
-__all__ = ["CLIP_MODES", "GradientClipping", "TrainingCSVLogger"]
+__all__ = ["CLIP_MODES", "GradientClipping"]
 
 #: Modes accepted by :class:`GradientClipping`.
 CLIP_MODES = ("adjustable", "norm")
@@ -111,92 +108,3 @@ class GradientClipping:
             grads = [p.grad for p in group["params"] if p.grad is not None]
             for grad in grads:
                 grad.clamp_(-bound, bound)
-
-
-def _loss_of(output: Any) -> float | None:
-    """The loss in a ``SupervisedTrainer`` output: a dict, or a list of dicts once decollated."""
-    if isinstance(output, Mapping):
-        loss = output.get(CommonKeys.LOSS)
-    elif isinstance(output, Sequence) and output and isinstance(output[0], Mapping):
-        loss = output[0].get(CommonKeys.LOSS)
-    else:
-        loss = output
-    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-        return float(loss.detach().item())
-    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-        return float(loss)
-    return None
-
-
-class TrainingCSVLogger:
-    """One CSV row per training epoch: ``epoch, iteration, loss, lr`` and validation metrics.
-
-    ``loss`` is the mean training loss over the epoch's iterations, ``lr`` the
-    learning rate of the first parameter group at the end of the epoch, and each
-    name in ``metric_names`` is read from ``evaluator.state.metrics`` (empty when
-    absent). An existing file is appended to (resume) and must have the same
-    columns. Attach it after the validation handler so that the metrics are this
-    epoch's (ignite runs handlers of one event in the order they were added).
-
-    Args:
-        path: the CSV file.
-        metric_names: validation metrics to record, e.g. ``("psnr", "ssim")``.
-        evaluator: the engine whose ``state.metrics`` holds them (optional).
-
-    Raises:
-        OutputError: an existing file whose header differs from these columns.
-    """
-
-    def __init__(self, path: str | Path, metric_names: Sequence[str] = (), evaluator: Engine | None = None) -> None:
-        self.path = Path(path)
-        self.columns = ["epoch", "iteration", "loss", "lr", *metric_names]
-        self.metric_names = tuple(metric_names)
-        self.evaluator = evaluator
-        self._losses: list[float] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Register on ``engine``'s ``EPOCH_STARTED``, ``ITERATION_COMPLETED`` and ``EPOCH_COMPLETED``."""
-        self._check_header()
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._record)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
-
-    def _check_header(self) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with self.path.open(newline="") as f:
-                header = next(csv.reader(f), [])
-            if header != self.columns:
-                raise OutputError(
-                    f"has columns {header}, not {self.columns}",
-                    path=self.path,
-                    fix="resume with the same metrics, or write to a new run directory",
-                )
-
-    def _reset(self, engine: Engine) -> None:
-        self._losses = []
-
-    def _record(self, engine: Engine) -> None:
-        loss = _loss_of(engine.state.output)
-        if loss is not None:
-            self._losses.append(loss)
-
-    def _write(self, engine: Engine) -> None:
-        optimizer = getattr(engine, "optimizer", None)
-        lr = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else ""
-        loss = sum(self._losses) / len(self._losses) if self._losses else ""
-        metrics = self.evaluator.state.metrics if self.evaluator is not None else {}
-        row = [engine.state.epoch, engine.state.iteration, loss, lr]
-        row += [_scalar(metrics.get(name, "")) for name in self.metric_names]
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(self.columns)
-            writer.writerow(row)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    return value

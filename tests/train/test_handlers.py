@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import warnings
 
 import pytest
 import torch
@@ -13,8 +11,8 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.handlers import LrScheduleHandler
 
-from mrisr.errors import InputError, OutputError
-from mrisr.train.handlers import GradientClipping, TrainingCSVLogger
+from mrisr.errors import InputError
+from mrisr.train.handlers import GradientClipping
 from mrisr.train.optim import build_optimizer, build_scheduler
 
 THETA = 0.01
@@ -229,35 +227,3 @@ def test_bad_arguments_name_the_parameter(kwargs, param):
 def test_attach_needs_an_optimizer():
     with pytest.raises(InputError, match="optimizer"):
         GradientClipping("norm", 1.0).attach(Engine(lambda e, b: None))
-
-
-def test_csv_logger_writes_and_appends_on_resume(tmp_path):
-    path = tmp_path / "run" / "metrics.csv"
-
-    class FakeEvaluator:
-        class state:  # noqa: N801
-            metrics = {"psnr": 30.5}
-
-    def run(epochs, start_state=None):
-        torch.manual_seed(0)
-        net = _net()
-        opt = build_optimizer("sgd", net.parameters(), lr=0.01)
-        trainer = _trainer(opt, net, epochs=epochs, scale=1.0)
-        TrainingCSVLogger(path, ("psnr", "ssim"), evaluator=FakeEvaluator).attach(trainer)
-        if start_state is not None:
-            trainer.state.epoch, trainer.state.iteration = start_state
-        trainer.run()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run(2)
-        run(3, start_state=(2, 4))  # resume: epochs 3 only
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert [r["iteration"] for r in rows] == ["2", "4", "6"]
-    assert all(float(r["loss"]) > 0 and float(r["lr"]) == 0.01 for r in rows)
-    assert all(r["psnr"] == "30.5" and r["ssim"] == "" for r in rows)
-
-    with pytest.raises(OutputError, match="columns"):
-        TrainingCSVLogger(path, ("psnr",)).attach(_trainer(build_optimizer("sgd", _net().parameters(), 0.1), _net()))
