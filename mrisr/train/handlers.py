@@ -1,4 +1,4 @@
-"""Ignite handlers for MONAI's ``SupervisedTrainer``: gradient clipping and a CSV log.
+"""Ignite handlers for MONAI's ``SupervisedTrainer``: gradient clipping.
 
 :class:`GradientClipping` runs on ``IterationEvents.BACKWARD_COMPLETED``, which
 ``SupervisedTrainer`` fires after ``loss.backward()`` and before the optimiser
