@@ -65,10 +65,6 @@ def _prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kw
             batch["target"].to(device, non_blocking=non_blocking))
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919) % (2**62)
-
-
 class _Run:
     """Paths of a run directory."""
 
@@ -196,8 +192,8 @@ def train(
                                 step_epochs=t.step_epochs, gamma=t.gamma)
 
     def loader(epoch: int) -> DataLoader:
-        pairs = PatchPairs(volumes, proto, seed=_epoch_seed(seed, epoch), pairs_per_volume=t.pairs_per_volume,
-                           foreground_bias=t.foreground_bias, rank=rank)
+        pairs = PatchPairs(volumes, proto, seed=seed, epoch=epoch, rank=rank, pairs_per_volume=t.pairs_per_volume,
+                           foreground_bias=t.foreground_bias)
         return DataLoader(pairs, batch_size=t.batch_size, num_workers=num_workers)
 
     trainer = SupervisedTrainer(
