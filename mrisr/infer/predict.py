@@ -59,6 +59,8 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import InputError, MrisrError
+from ..models import SHIPPED_MODELS as _SHIPPED
+from ..models import resolve_model
 from ..preprocess import denormalize, normalize, pre_upsample
 from ..volume import Volume
 from ..volume import spacing as voxel_spacing
@@ -66,8 +68,8 @@ from .grid import coarse_axis, target_grid, upsampled_axes
 
 __all__ = ["SHIPPED_MODELS", "load_model", "upscale"]
 
-#: Shipped model name -> checkpoint path (none ship yet).
-SHIPPED_MODELS: dict[str, Path] = {}
+#: Shipped model name -> model card path, read live from the package folder (see :mod:`mrisr.models`).
+SHIPPED_MODELS = _SHIPPED
 
 #: Default 3D window (training patch layout) when the model card names no patch size.
 DEFAULT_ROI_3D = (64, 64, 64)
@@ -162,7 +164,8 @@ def _model_info(net: nn.Module, card: dict[str, Any], config: dict[str, Any]) ->
         name = card.get("architecture", {}).get("name") or network_name(net)
     except MrisrError:
         name = type(net).__name__
-    return {"name": name, "config": dict(config), "sha256": card.get("weights", {}).get("sha256"),
+    return {"name": name, "shipped_name": card.get("name"), "config": dict(config),
+            "sha256": card.get("weights", {}).get("sha256"),
             "mrisr_version": card.get("mrisr_version")}
 
 
@@ -305,7 +308,7 @@ def _as_tensor(array: Any) -> torch.Tensor:
 
 def upscale(
     volume: Volume,
-    model: nn.Module | str | os.PathLike[str],
+    model: nn.Module | str | os.PathLike[str] | None = None,
     *,
     spacing: float | Sequence[float] | None = None,
     scale: float | Sequence[float] | None = None,
@@ -323,7 +326,8 @@ def upscale(
     Args:
         volume: the input, ``(C, X, Y, Z)``; any orientation, oblique included.
         model: a network, a checkpoint path (card, weights, folder or run folder) or a
-            shipped model's name (see :func:`load_model`).
+            shipped model's name (see :func:`load_model`); ``None``: the shipped default for
+            the input's voxel spacing (:func:`mrisr.models.resolve_model`).
         spacing: target spacing, mm (one value or one per voxel axis).
         scale: upsampling factor per voxel axis (one or three); not with ``spacing``.
             Neither: isotropic at the finest input spacing.
@@ -342,9 +346,9 @@ def upscale(
 
     Raises:
         InputError: bad spacing/scale (see :func:`~mrisr.infer.grid.target_grid`), an unknown
-            model or device, a model that is not 2D/3D or takes more than one channel, a 3D
-            model on a single image, a 2D model asked to upscale a single image in-plane along
-            more than one axis.
+            model or device, no model given and the default not shipped, a model that is not
+            2D/3D or takes more than one channel, a 3D model on a single image, a 2D model asked
+            to upscale a single image in-plane along more than one axis.
     """
     start = time.perf_counter()
     if not isinstance(volume, Volume):
@@ -354,7 +358,7 @@ def upscale(
     lr_shape = volume.shape
     axis = coarse_axis(volume.affine, lr_shape, hr_affine, hr_shape)
     dev = resolve_device(device)
-    net, card = load_model(model, dev)
+    net, card = load_model(resolve_model(model, volume), dev)
     config = _config(net, card)
     dims = _spatial_dims(net, config)
     in_channels = config.get("in_channels", getattr(net, "in_channels", 1))
