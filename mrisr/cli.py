@@ -175,73 +175,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
-    import time
+    from .export import sidecar_path
+    from .infer.job import upscale_file
 
-    import torch
-
-    from .export import sha256_file, sidecar_path, write_sidecar
-    from .infer.predict import load_model, upscale
-
-    out = Path(args.output)
-    fmt = args.format
-    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == ".mrb")
-    if mrb and out.suffix.lower() != ".mrb":
-        raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
-                          "name the output <scene>.mrb")
-    sidecar = sidecar_path(out)
-    for existing in (out, sidecar):  # before any work, not after it
-        if existing.exists() and not args.force:
-            raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
-    device = _device(args.device)
-    start = time.perf_counter()
-    volume = load(args.input, series=args.series)
-    if mrb and volume.n_channels != 1:
-        raise InputError(f"has {volume.n_channels} volumes; a Slicer scene holds scalar volumes", args.input,
-                         "upscale to NIfTI or NRRD instead of --format mrb")
-    loaded = time.perf_counter()
-    model, card = load_model(args.model, device)
-    if fmt is None and volume.meta.get("source_format") == "dicom" and not out.name.lower().endswith(
-            tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)):
-        fmt = "dicom"  # DICOM in, derived DICOM series out
-    spacing = args.spacing[0] if args.spacing and len(args.spacing) == 1 else args.spacing
-    scale = args.scale[0] if args.scale and len(args.scale) == 1 else args.scale
-    result = upscale(volume, model, spacing=spacing, scale=scale, device=device, progress=not args.quiet)
-    computed = time.perf_counter()
-    result = result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"})
-    if mrb:
-        from .export import write_mrb
-
-        fmt = "mrb"
-        stem = _volume_name(args.input)
-        # input in the background, result on top; no difference: the two are on different grids
-        written = write_mrb(out, {stem: volume, f"{stem}_sr": result}, force=args.force)
-    else:
-        written = save(result, out, format=fmt, force=args.force)
-    done = time.perf_counter()
-    sources = [Path(p) for p in volume.meta.get("source_paths", [str(args.input)])]
-    summary = {
-        "mrisr_version": __version__,
-        "command": "upscale",
-        "input": {"path": str(args.input), "shape": list(volume.shape),
-                  "spacing_mm": [float(x) for x in volume.spacing],
-                  "sources": [{"path": str(p), "sha256": sha256_file(p)} for p in sources if p.exists()]},
-        "output": {"path": str(written), "format": fmt or "by extension", "shape": list(result.shape),
-                   "spacing_mm": [float(x) for x in result.spacing]},
-        "model": {"path": str(args.model), "name": card.get("architecture", {}).get("name"),
-                  "sha256": card.get("weights", {}).get("sha256"),
-                  "config": card.get("architecture", {}).get("config")},
-        "target_spacing_mm": [float(x) for x in result.spacing],
-        "device": device,
-        "torch_version": torch.__version__,
-        "seconds": {"load": round(loaded - start, 3), "upscale": round(computed - loaded, 3),
-                    "write": round(done - computed, 3)},
-    }
-    write_sidecar(out, summary, force=args.force)
+    summary = upscale_file(args.input, args.output, model=args.model, spacing=args.spacing, scale=args.scale,
+                           fmt=args.format, device=args.device, force=args.force, series=args.series,
+                           progress=not args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
-        print(f"wrote {written} ({' x '.join(map(str, result.shape))} at "
-              f"{' x '.join(f'{x:.3g}' for x in result.spacing)} mm) and {sidecar}")
+        out = summary["output"]
+        print(f"wrote {out['path']} ({' x '.join(map(str, out['shape']))} at "
+              f"{' x '.join(f'{x:.3g}' for x in out['spacing_mm'])} mm) and {sidecar_path(args.output)}")
     return 0
 
 
