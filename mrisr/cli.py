@@ -291,6 +291,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import ANISOTROPIC, THICK_SLICE, model_summary, shipped_models
+
+    rows = [model_summary(path) for path in shipped_models().values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models ship with this installation; give upscale --model a checkpoint (mrisr train writes them)")
+        return 0
+    defaults = {THICK_SLICE: "through-plane loss", ANISOTROPIC: "other 3D inputs"}
+    print(f"{'name':16s} {'dims':>4s} {'params':>8s} {'size':>9s} {'weights':>7s} {'val PSNR':>9s} {'gain':>7s}  "
+          "protocol / intended input")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']:16s} unreadable: {row['error']}")
+            continue
+        val = row.get("validation") or {}
+        psnr, gain = val.get("psnr_db"), val.get("gain_db")
+        size = row.get("weights_bytes")
+        print(f"{row['name']:16s} {str(row.get('spatial_dims')) + 'D':>4s} {row.get('parameters') or 0:8d} "
+              f"{(size or 0) / 1e6:7.2f}MB {str(row.get('weights_dtype'))[-7:]:>7s} "
+              f"{f'{psnr:.2f}dB' if isinstance(psnr, (int, float)) else '-':>9s} "
+              f"{f'{gain:+.2f}' if isinstance(gain, (int, float)) else '-':>7s}  {row.get('protocol') or '-'}")
+        intended = row.get("intended_input") or {}
+        text = intended.get("summary") if isinstance(intended, dict) else intended
+        if text:
+            print(f"{'':16s} for: {text}")
+        if row["name"] in defaults:
+            print(f"{'':16s} default for {defaults[row['name']]} (upscale without --model)")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from .protocol import list_protocols
 
@@ -356,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="super-resolve a scan with a trained model", parents=[common])
     up.add_argument("input", type=Path, help="the low-resolution scan (any format mrisr reads)")
     up.add_argument("-o", "--output", type=Path, required=True, help="output file, or folder for a DICOM series")
-    up.add_argument("--model", required=True, help="a model card (.json), weights (.safetensors) or run directory")
+    up.add_argument("--model", default=None,
+                    help="a shipped model's name (mrisr models), a model card (.json), weights (.safetensors) or run "
+                         "directory (default: the shipped default for the input's voxel spacing: vdsr2d-thick for "
+                         "thick slices over a fine in-plane grid, else vdsr3d)")
     grid = up.add_mutually_exclusive_group()
     grid.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="target spacing: one value or three")
     grid.add_argument("--scale", type=float, nargs="+", metavar="F", help="upsampling factor per voxel axis")
@@ -399,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", type=Path, metavar="DIR", help="write PNG figures and index.html into this new folder")
     ev.add_argument("--force", action="store_true", help="replace an existing report folder")
     ev.set_defaults(func=_cmd_evaluate)
+
+    models = sub.add_parser("models", help="list the shipped models (upscale --model NAME)", parents=[common])
+    models.add_argument("--json", action="store_true", help="print JSON for machines")
+    models.set_defaults(func=_cmd_models)
 
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)
