@@ -182,3 +182,37 @@ def test_pyproject_keeps_torch_a_range(pyproject: dict) -> None:
     assert operators, "torch must have version bounds"
     assert not operators & {"==", "===", "~="}, f"torch must be a range, not a pin: {spec}"
     assert operators & {">=", ">"}, f"torch needs a lower bound: {spec}"
+
+
+def test_wheel_and_sdist_ship_the_models(tmp_path: Path) -> None:
+    """The shipped models (mrisr/models/*.safetensors + *.json) go into the wheel and the sdist.
+
+    Built from a copy of the sources with a stand-in model, so the check holds whether or
+    not real weights are present, and the working tree gets no build/ folder.
+    """
+    import shutil
+    import subprocess
+    import tarfile
+    import zipfile
+
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ship-*")
+    shutil.copytree(REPO / "mrisr", src / "mrisr", ignore=ignore)
+    shutil.copytree(REPO / "protocols", src / "protocols", ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, src / name)
+    (src / "mrisr" / "models" / "stand-in.safetensors").write_bytes(b"weights")
+    (src / "mrisr" / "models" / "stand-in.json").write_text("{}")
+    script = ("import setuptools.build_meta as b; w = b.build_wheel('dist'); s = b.build_sdist('dist'); "
+              "print('BUILT', w, s)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=src, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel_name, sdist_name = [line for line in done.stdout.splitlines() if line.startswith("BUILT ")][-1].split()[1:]
+    with zipfile.ZipFile(src / "dist" / wheel_name) as wheel:
+        in_wheel = set(wheel.namelist())
+    with tarfile.open(src / "dist" / sdist_name) as sdist:
+        in_sdist = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    for member in ("mrisr/models/stand-in.safetensors", "mrisr/models/stand-in.json", "mrisr/models/ship.py"):
+        assert member in in_wheel, f"{member} is not in the wheel"
+        assert member in in_sdist, f"{member} is not in the sdist"
