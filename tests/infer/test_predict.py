@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -233,6 +235,26 @@ def test_bad_inputs_are_one_line_errors(model, volume, kwargs, pattern):
     vol = phantom(0, shape=volume, spacing=(1.0, 1.0, 2.0), dtype="float32")
     with refused(InputError, pattern):
         upscale(vol, net, device=kwargs.pop("device", "cpu"), **kwargs)
+
+
+def test_no_model_means_the_shipped_default_for_the_spacing(tmp_path, monkeypatch):
+    from mrisr.models import registry
+
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
+    thick = phantom(2, seed=5, shape=(12, 10, 4), spacing=(1.0, 1.0, 4.0), dtype="float32")  # through-plane loss
+    coarse = phantom(3, seed=6, shape=(8, 7, 4), spacing=(2.0, 2.0, 4.0), dtype="float32")  # in-plane coarse too
+    with refused(InputError, "'vdsr2d-thick', is not shipped"):
+        upscale(thick, device="cpu")
+    save_checkpoint(_net(2, seed=7), tmp_path, {"name": "vdsr2d-thick"}, name="vdsr2d-thick")
+    save_checkpoint(_net(3, seed=8), tmp_path, {"name": "vdsr3d"}, name="vdsr3d")
+    for volume, dims, seed, name in ((thick, 2, 7, "vdsr2d-thick"), (coarse, 3, 8, "vdsr3d")):
+        out = upscale(volume, device="cpu")
+        record = out.meta["upscale"]["model"]
+        assert record["shipped_name"] == name and out.meta["upscale"]["spatial_dims"] == dims
+        assert record["sha256"] == json.loads((tmp_path / f"{name}.json").read_text())["weights"]["sha256"]
+        np.testing.assert_array_equal(out.array, upscale(volume, _net(dims, seed=seed), device="cpu").array)
+        finest = min(volume.spacing)  # isotropic at the finest input spacing, field of view kept
+        assert out.shape == tuple(round(n * s / finest) for n, s in zip(volume.shape, volume.spacing, strict=True))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
