@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import AXIS_ORDERS, phantom_affine, refused
+import torch
+from conftest import AXIS_ORDERS, phantom, phantom_affine, refused
 
+import mrisr
+from mrisr import cli
 from mrisr.errors import InputError
+from mrisr.export import sidecar_path
+from mrisr.infer import target_grid
 from mrisr.models import ANISOTROPIC, THICK_SLICE, default_model_name, registry, resolve_model
 from mrisr.nets import VDSR
+from mrisr.train.checkpoint import save_checkpoint
 from mrisr.volume import Volume
 
 # (spacing in mm, sorted as in-plane, in-plane, slice; expected default)
@@ -74,3 +83,48 @@ def test_missing_default_is_one_line(monkeypatch, tmp_path):
     assert resolve_model(None, _volume((1.0, 1.0, 4.0))) == THICK_SLICE
     with refused(InputError, r"'vdsr3d', is not shipped \(shipped: vdsr2d-thick\)"):
         resolve_model(None, _volume((2.0, 2.0, 4.0)))
+
+
+# --------------------------------------------------------------------------- mrisr upscale without --model
+
+
+def _thick_slice_file(tmp_path, order: int = 7) -> tuple[Path, Volume]:
+    """An oblique 1 x 4 x 1 mm scan: the thick axis is voxel axis Y (the default must not assume Z)."""
+    lr = phantom(order, seed=order, shape=(16, 4, 12), spacing=(1.0, 4.0, 1.0), dtype="float32")
+    path = mrisr.save(lr, tmp_path / "lr.nii.gz")
+    return path, mrisr.load(path)
+
+
+def test_cli_upscale_without_model_writes_the_fov_preserving_isotropic_grid(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "models"
+    monkeypatch.setattr(registry, "MODELS_DIR", folder)
+    path, lr = _thick_slice_file(tmp_path)
+    assert default_model_name(lr.spacing, lr.shape) == THICK_SLICE
+    out = tmp_path / "sr.nii.gz"
+    assert cli.main(["upscale", str(path), "-o", str(out), "--device", "cpu", "--quiet"]) == 2
+    assert "'vdsr2d-thick', is not shipped" in capsys.readouterr().err and not out.exists()
+
+    torch.manual_seed(0)
+    card = save_checkpoint(VDSR(2, features=4, depth=2), folder, {"name": THICK_SLICE}, name=THICK_SLICE)
+    assert cli.main(["upscale", str(path), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    sr = mrisr.load(out)
+    affine, shape = target_grid(lr.affine, lr.shape)
+    assert sr.shape == shape and np.allclose(sr.spacing, 1.0, atol=1e-4)  # isotropic at the finest spacing
+    np.testing.assert_allclose(sr.affine, affine, atol=1e-4)
+    np.testing.assert_allclose(sr.corners, lr.corners, atol=1e-3)  # the same field of view
+    sidecar = json.loads(sidecar_path(out).read_text())
+    expected_sha = json.loads(card.read_text())["weights"]["sha256"]
+    assert THICK_SLICE in json.dumps(sidecar["model"]) and sidecar["model"]["sha256"] == expected_sha
+
+
+@pytest.mark.skipif(THICK_SLICE not in registry.shipped_models(), reason=f"{THICK_SLICE} is not shipped here")
+def test_cli_upscale_with_the_real_default(tmp_path):
+    path, lr = _thick_slice_file(tmp_path, order=3)
+    out = tmp_path / "sr.nii.gz"
+    assert cli.main(["upscale", str(path), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    sr = mrisr.load(out)
+    assert sr.shape == target_grid(lr.affine, lr.shape)[1] and np.all(np.isfinite(np.asarray(sr.array)))
+    np.testing.assert_allclose(sr.corners, lr.corners, atol=1e-3)
+    sidecar = json.loads(sidecar_path(out).read_text())
+    card = json.loads(registry.shipped_models()[THICK_SLICE].read_text())
+    assert sidecar["model"]["sha256"] == card["weights"]["sha256"]
