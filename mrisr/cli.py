@@ -440,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON for machines")
     models.set_defaults(func=_cmd_models)
 
+    from .batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub, common)
+
     protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
     protocols.set_defaults(func=_cmd_protocols)
     return parser

@@ -481,15 +481,58 @@ def discover(
     return sorted(kept, key=lambda it: (it.display, it.id))
 
 
+def _extract_folders(archive: Path, folders: set[PurePosixPath], dest: Path) -> None:
+    """Extract the regular files of ``archive`` that lie directly in ``folders`` into ``dest``.
+
+    Every entry is checked first, as :func:`mrisr.io.archive.extracted` checks them (absolute,
+    ``..`` and link entries refuse the whole archive), so nothing lands outside ``dest``. The
+    files beside an item's own (a detached NRRD/MetaImage data file) come along.
+    """
+    import tarfile
+    import zipfile
+
+    from ..io.archive import _check_member  # the one rule for unsafe entries
+
+    if zipfile.is_zipfile(archive):
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                for info in infos:
+                    _check_member(info.filename, (info.external_attr >> 16) & 0o170000 == 0o120000, archive)
+                for info in infos:
+                    if not info.is_dir() and PurePosixPath(info.filename).parent in folders:
+                        zf.extract(info, dest)
+        except zipfile.BadZipFile as exc:
+            raise InputError(f"broken zip archive ({exc})", archive, "re-create the archive") from None
+        return
+    try:
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for m in members:
+                _check_member(m.name, m.issym() or m.islnk(), archive)
+            wanted = [m for m in members if m.isfile() and PurePosixPath(m.name).parent in folders]
+            tf.extractall(dest, members=wanted, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InputError(f"broken tar archive ({exc})", archive, "re-create the archive") from None
+
+
 @contextmanager
 def item_files(item: Item):
-    """Yield the item's files as real paths: as they are, or extracted from its archive
-    (into a temporary folder removed afterwards, through the same safe extraction)."""
+    """Yield the item's files as real paths: as they are, or extracted from its archive.
+
+    Only the archive's folders that hold the item's files are extracted (a study zip of many
+    series is not unpacked whole for each), through the same entry checks as
+    :func:`mrisr.io.archive.extracted`, into a temporary folder removed afterwards.
+    """
     if item.container is None:
         yield list(item.paths)
         return
-    with extracted(item.container) as folder:
-        yield [folder / p for p in item.paths]
+    import tempfile
+
+    folders = {PurePosixPath(p.as_posix()).parent for p in item.paths}
+    with tempfile.TemporaryDirectory(prefix="mrisr-item-") as tmp:
+        _extract_folders(item.container, folders, Path(tmp))
+        yield [Path(tmp) / p for p in item.paths]
 
 
 # --- the plan (--dry-run) -----------------------------------------------------------------

@@ -100,15 +100,24 @@ class Ledger:
     Args:
         path: the database file, or the output folder (then ``folder/LEDGER_NAME``).
             Created with its schema when absent; reopening keeps every row.
+        readonly: open an existing ledger for reading only (``mrisr batch --status``, a
+            dry run, another part's ledger): nothing is created or written.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
         path = Path(path)
         if path.is_dir():
             path = path / LEDGER_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.host = socket.gethostname()
+        self.readonly = readonly
+        if readonly:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            self._conn.row_factory = sqlite3.Row
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=30.0)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -183,6 +192,16 @@ class Ledger:
                 "UPDATE items SET state='failed', last_error=?, seconds=?, finished=?, pid=NULL, pid_start=NULL "
                 "WHERE key=?",
                 (str(error), seconds, time.time(), key),
+            )
+
+    def reset(self, key: str) -> None:
+        """Set a done or failed row back to pending (``--force``: process it again); attempts are kept."""
+        self._state(key)
+        with self._conn:
+            self._conn.execute(
+                "UPDATE items SET state='pending', pid=NULL, pid_start=NULL "
+                "WHERE key=? AND state IN ('done', 'failed')",
+                (key,),
             )
 
     def to_run(self, retries: int) -> list[str]:
