@@ -167,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         device=args.device, resume=args.resume, seed=args.seed, num_workers=args.workers,
         command=["mrisr", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("mrisr") else None,
-        progress=not args.quiet,
+        progress=not args.quiet, init=args.init,
     )
     if not args.quiet:
         print(f"run directory: {run} (best model: {run / 'best' / 'model.safetensors'})")
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-minutes", type=float, help="stop after this much wall time")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--init", metavar="CHECKPOINT",
+                       help="start from these weights (a shipped model's name, card, weights or run folder; "
+                            "same network as the protocol's): fine-tuning")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing pairs")
     train.set_defaults(func=_cmd_train)

@@ -330,6 +330,9 @@ class TrainBlock:
     clip_theta: float = 0.01
     pairs_per_volume: int = 32
     foreground_bias: float = 0.9
+    #: share of simulated acquisitions made from a brain-masked copy of the HR volume
+    #: (zero outside a smoothed intensity threshold): teaches the sharp edge of skull-stripped data
+    strip_probability: float = 0.0
     val_interval: int = 1
 
     def validate(self, path: str) -> None:
@@ -338,7 +341,7 @@ class TrainBlock:
         _positive(path, batch_size=self.batch_size, epochs=self.epochs, learning_rate=self.learning_rate,
                   clip_theta=self.clip_theta, steps_per_epoch=self.steps_per_epoch, step_epochs=self.step_epochs,
                   gamma=self.gamma, pairs_per_volume=self.pairs_per_volume, val_interval=self.val_interval)
-        for key in ("momentum", "weight_decay", "foreground_bias"):
+        for key in ("momentum", "weight_decay", "foreground_bias", "strip_probability"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ProtocolError(f"{path}.{key}: {value} is outside [0, 1]", fix="give a fraction")

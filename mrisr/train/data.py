@@ -54,6 +54,7 @@ __all__ = [
     "make_pair",
     "foreground_mask",
     "slice_last",
+    "strip_background",
     "check_patch_dims",
     "stream_generator",
     "PatchPairs",
@@ -211,6 +212,50 @@ def foreground_mask(image: torch.Tensor) -> torch.Tensor:
     return preprocess_foreground(image, p99=p99).any(0)
 
 
+#: Range of the tissue threshold of :func:`strip_background`, as fractions of the 99th percentile.
+STRIP_THRESHOLD = (0.15, 0.35)
+#: Range of the opening radius of :func:`strip_background`, mm.
+STRIP_RADIUS_MM = (3.0, 6.0)
+
+
+def strip_background(volume: Volume, generator: torch.Generator) -> Volume:
+    """``volume`` zeroed outside a random tissue mask: the look of skull-stripped data.
+
+    Skull-stripped volumes (templates, research pipelines) end in a sharp step from tissue to
+    exactly zero that heads with skull never show; a model trained only on those rings there.
+    The mask is a rough morphological brain extraction with random parameters, on a 2 mm grid
+    (depending on the draw it keeps the brain, the head, or mainly white matter):
+    tissue = smoothed channel maximum above a threshold (:data:`STRIP_THRESHOLD` x its 99th
+    percentile); eroded by a ball (radius from :data:`STRIP_RADIUS_MM`) to cut the brain off
+    the scalp; the largest connected part; dilated back inside the tissue; holes filled.
+    Voxels inside the mask are unchanged. scipy.ndimage does the morphology (MONAI has no 3D
+    binary opening with connected components on plain arrays).
+    """
+    from scipy import ndimage
+
+    image = np.asarray(volume.array, dtype=np.float32)
+    step = [max(1, round(2.0 / s)) for s in spacing(volume.affine)]  # about 2 mm voxels
+    coarse = image.max(axis=0)[:: step[0], :: step[1], :: step[2]]
+    mm = [s * k for s, k in zip(spacing(volume.affine), step, strict=True)]
+    draws = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+    fraction = STRIP_THRESHOLD[0] + (STRIP_THRESHOLD[1] - STRIP_THRESHOLD[0]) * draws[0]
+    radius = STRIP_RADIUS_MM[0] + (STRIP_RADIUS_MM[1] - STRIP_RADIUS_MM[0]) * draws[1]
+    smooth = ndimage.gaussian_filter(coarse, sigma=[1.0 / m for m in mm])
+    tissue = smooth > fraction * float(np.percentile(smooth, 99))
+    grid = np.meshgrid(*[np.arange(-int(radius / m), int(radius / m) + 1) * m for m in mm], indexing="ij")
+    ball = sum(g**2 for g in grid) <= radius**2
+    core = ndimage.binary_erosion(tissue, structure=ball)
+    labels, count = ndimage.label(core)
+    if count == 0:
+        return volume
+    largest = np.argmax(np.bincount(labels.reshape(-1))[1:]) + 1
+    mask = ndimage.binary_fill_holes(ndimage.binary_dilation(labels == largest, structure=ball) & tissue)
+    for axis, k in enumerate(step):  # back to the full grid (nearest neighbour)
+        mask = np.repeat(mask, k, axis=axis)
+    mask = mask[: image.shape[1], : image.shape[2], : image.shape[3]]
+    return volume.replace(array=image * mask[None])
+
+
 def slice_last(image: torch.Tensor, slice_axis: int) -> torch.Tensor:
     """``(C, X, Y, Z)`` permuted so that the slice axis is last, the in-plane axes in voxel
     order first: the layout of 3D training patches (undo with ``.permute`` of the inverse)."""
@@ -314,6 +359,8 @@ class PatchPairs(IterableDataset):
             seeds a worker's generator, so every worker streams differently and reproducibly.
         foreground_bias: probability that a patch centre is a foreground voxel of the input
             (above 10% of its 99th percentile); otherwise any voxel, uniformly.
+        strip_probability: share of degraded volumes made from :func:`strip_background` of the
+            HR volume (brain-masked look: zero outside a smoothed threshold).
         pool_size: degraded volumes held at once; each patch comes from one of them at
             random, so consecutive patches (one batch) mix scale factors and volumes.
         length: patches per iteration over all workers of this rank (split between them);
@@ -340,6 +387,7 @@ class PatchPairs(IterableDataset):
         pairs_per_volume: int = 16,
         seed: int = 0,
         foreground_bias: float = 0.8,
+        strip_probability: float = 0.0,
         pool_size: int = 4,
         length: int | None = None,
         epoch: int = 0,
@@ -356,6 +404,9 @@ class PatchPairs(IterableDataset):
         if not 0.0 <= float(foreground_bias) <= 1.0:
             raise InputError(f"foreground_bias {foreground_bias!r} is outside [0, 1]", "foreground_bias",
                              "give a probability")
+        if not 0.0 <= float(strip_probability) <= 1.0:
+            raise InputError(f"strip_probability {strip_probability!r} is outside [0, 1]", "strip_probability",
+                             "give a probability")
         self.volumes = _as_volumes(data)
         _check_volumes(self.volumes, protocol.acquisition, nominal=False)
         self.protocol = protocol
@@ -365,6 +416,7 @@ class PatchPairs(IterableDataset):
         self.pairs_per_volume = pairs_per_volume
         self.seed = seed
         self.foreground_bias = float(foreground_bias)
+        self.strip_probability = float(strip_probability)
         self.pool_size = pool_size
         self.length = length
         self.epoch = epoch
@@ -388,8 +440,12 @@ class PatchPairs(IterableDataset):
         if not order:
             order.extend(torch.randperm(len(self.volumes), generator=generator).tolist())
         index = order.pop()
+        volume = self.volumes[index]
+        # no draw at probability 0, so streams of protocols without stripping stay as they were
+        if self.strip_probability > 0 and float(torch.rand((), generator=generator)) < self.strip_probability:
+            volume = strip_background(volume, generator)
         params = self.acquisition.sample(generator)
-        model_input, target, info = make_pair(self.volumes[index], params, generator)
+        model_input, target, info = make_pair(volume, params, generator)
         return _Slot(index, model_input, target, info, self._minimum(info["slice_axis"]))
 
     def _center(self, slot: _Slot, generator: torch.Generator) -> list[int]:

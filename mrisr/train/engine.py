@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..device import resolve_device
 from ..errors import InputError, OutputError
-from ..export.sidecar import sha256_file
-from ..nets import network_from_block
+from ..export.sidecar import json_ready, sha256_file
+from ..nets import network_from_block, network_name
 from ..protocol import Protocol, load_protocol
 from .checkpoint import save_checkpoint
 from .data import PatchPairs, load_training_volumes, validation_pairs
@@ -139,6 +139,7 @@ def train(
     num_workers: int = 0,
     command: Sequence[str] | None = None,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> Path:
     """Train the protocol's network on simulated pairs from ``data``; returns the run directory.
 
@@ -153,6 +154,9 @@ def train(
         device: ``auto``, ``cpu`` or ``cuda[:N]``; AMP and channels-last are used on CUDA.
         seed: model initialisation and data streams.
         num_workers: DataLoader workers preparing pairs on the CPU.
+        init: a shipped model's name or a checkpoint (card, weights, folder or run folder) whose
+            weights start the training (fine-tuning); its architecture must equal the protocol's
+            network. Not with ``resume``.
     """
     start_time = time.perf_counter()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -177,6 +181,7 @@ def train(
 
     torch.manual_seed(seed)
     model = network_from_block(proto.network).to(dev)
+    parent = _initialise(model, init, resume) if init is not None else None
     if amp:
         model = model.to(memory_format=torch.channels_last if proto.network.spatial_dims == 2
                          else torch.channels_last_3d)
@@ -193,7 +198,7 @@ def train(
 
     def loader(epoch: int) -> DataLoader:
         pairs = PatchPairs(volumes, proto, seed=seed, epoch=epoch, rank=rank, pairs_per_volume=t.pairs_per_volume,
-                           foreground_bias=t.foreground_bias)
+                           foreground_bias=t.foreground_bias, strip_probability=t.strip_probability)
         return DataLoader(pairs, batch_size=t.batch_size, num_workers=num_workers)
 
     trainer = SupervisedTrainer(
@@ -249,6 +254,8 @@ def train(
             counters["best_psnr"] = row.get("val_psnr", epoch)
             counters["best_epoch"] = epoch
             card = _card(proto, data, volumes, row, start_time, command, dev)
+            if parent is not None:
+                card["initialised_from"] = parent
             save_checkpoint(model, run.best, card, name="model", force=True)
         _append_csv(run.metrics, row)
         if writer is not None:
@@ -340,6 +347,22 @@ def _tensorboard(folder: Path) -> Any:
     except ImportError:  # tensorboard is a dependency; a broken install only loses the events
         return None
     return SummaryWriter(log_dir=str(folder))
+
+
+def _initialise(model: torch.nn.Module, init: str | Path, resume: bool) -> dict:
+    """Copy a checkpoint's weights into ``model`` (same architecture); its path and sha256."""
+    if resume:
+        raise InputError("init and resume both given", init, "resume continues a run; init starts a new one")
+    from ..infer.predict import load_model  # names of shipped models and run folders too
+
+    source, card = load_model(init, "cpu")
+    ours = json.loads(json.dumps(json_ready({"name": network_name(model), "config": dict(model.config)})))
+    theirs = card["architecture"]
+    if theirs != ours:
+        raise InputError(f"checkpoint architecture {theirs} differs from the protocol's network {ours}", init,
+                         "give a checkpoint trained with the same network block, or change the protocol's network")
+    model.load_state_dict(source.state_dict())
+    return {"path": str(init), "weights_sha256": card["weights"]["sha256"], "name": card.get("name")}
 
 
 def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: dict, start: float,

@@ -23,6 +23,7 @@ from mrisr.train.data import (
     make_pair,
     slice_last,
     stream_generator,
+    strip_background,
     validation_pairs,
 )
 from mrisr.volume import Volume
@@ -224,3 +225,44 @@ def test_a_dicom_folder_gives_one_volume_per_series(tmp_path) -> None:
     volumes = load_training_volumes([tmp_path / "dicom"])
     assert len(volumes) == 2 and all(v.shape == (16, 12, 6) for v in volumes)
     assert len({v.meta["training_source"] for v in volumes}) == 2
+
+
+def _head(shape: tuple[int, int, int] = (40, 44, 36), spacing: float = 1.0) -> Volume:
+    """A bright "brain" ball inside a dark "skull" shell inside a mid "scalp" shell, in air."""
+    grid = np.stack(np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * spacing for n in shape], indexing="ij"))
+    r = np.sqrt((grid**2).sum(0))
+    image = np.where(r < 12, 100.0 + 0.5 * grid[0], 0.0) + np.where((r >= 15) & (r < 18), 60.0, 0.0)
+    return Volume(image[None].astype(np.float32), np.diag([spacing, spacing, spacing, 1.0]))
+
+
+def test_strip_background_zeroes_outside_a_mask_and_keeps_voxels_inside() -> None:
+    head = _head()
+    kept = []
+    for seed in range(4):
+        out = strip_background(head, torch.Generator().manual_seed(seed))
+        a, b = np.asarray(head.array), np.asarray(out.array)
+        inside = b != 0
+        assert np.array_equal(b[inside], a[inside]) and np.all(b[~inside] == 0)  # unchanged or zero
+        assert np.array_equal(out.affine, head.affine)
+        kept.append(inside.sum())
+        # the erosion cuts the thin scalp shell off the brain: the largest part (the brain) stays
+        assert b[0, 20, 22, 18] == a[0, 20, 22, 18] and b[0, 20, 22, 1] == 0
+    assert np.asarray(head.array).max() == 100.0 + 0.5 * 11.5  # the input is not modified
+    same = strip_background(head, torch.Generator().manual_seed(0))
+    assert np.array_equal(same.array, strip_background(head, torch.Generator().manual_seed(0)).array)
+
+
+def test_strip_probability_one_gives_zero_backgrounds_and_zero_keeps_the_stream() -> None:
+    protocol = _protocol(patch=(16, 16))
+    head = _head()
+    plain = _take(PatchPairs([head], protocol, seed=3, pairs_per_volume=2, foreground_bias=0.0), 6)
+    again = _take(PatchPairs([head], protocol, seed=3, pairs_per_volume=2, foreground_bias=0.0,
+                             strip_probability=0.0), 6)
+    assert all(torch.equal(a["input"], b["input"]) for a, b in zip(plain, again, strict=True))
+    stripped = _take(PatchPairs([head], protocol, seed=3, pairs_per_volume=2, foreground_bias=0.0,
+                                strip_probability=1.0), 6)
+    # the scalp shell (60) is gone from every stripped target; it shows in the plain stream
+    assert all(not torch.any((s["target"] * s["scale"] - 60).abs() < 1e-3) for s in stripped)
+    assert any(torch.any((p["target"] * p["scale"] - 60).abs() < 1e-3) for p in plain)
+    with pytest.raises(InputError, match="strip_probability"):
+        PatchPairs([head], protocol, strip_probability=1.5)

@@ -79,6 +79,31 @@ def test_max_steps_stops_and_still_saves(tmp_path: Path, volumes: list[Path]) ->
     assert (run / "best" / "model.safetensors").exists()
 
 
+def test_init_starts_from_a_checkpoint_and_the_card_says_so(tmp_path: Path, volumes: list[Path], capsys) -> None:
+    first = mrisr.train(_protocol(tmp_path), [volumes[0]], tmp_path / "a", max_steps=2, device="cpu", progress=False)
+    parent, parent_card = load_checkpoint(first / "best")
+    # one step at a negligible learning rate: the weights are the parent's, not a fresh init
+    still = yaml.safe_load(_protocol(tmp_path).read_text())
+    still["train"]["learning_rate"] = 1e-12
+    (tmp_path / "still.yaml").write_text(yaml.safe_dump(still))
+    run = mrisr.train(tmp_path / "still.yaml", [volumes[0]], tmp_path / "b", init=first, max_steps=1, device="cpu",
+                      progress=False)
+    child, card = load_checkpoint(run / "best")
+    assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(parent.state_dict().values(),
+                                                               child.state_dict().values(), strict=True))
+    assert card["initialised_from"]["weights_sha256"] == parent_card["weights"]["sha256"]
+    other = yaml.safe_load(_protocol(tmp_path).read_text())
+    other["network"]["features"] = 6
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(InputError, match="architecture"):
+        mrisr.train(tmp_path / "other.yaml", [volumes[0]], tmp_path / "c", init=first, device="cpu", progress=False)
+    with pytest.raises(InputError, match="init and resume"):
+        mrisr.train(_protocol(tmp_path), [volumes[0]], first, init=first, resume=True, device="cpu", progress=False)
+    assert main(["train", str(_protocol(tmp_path)), "--data", str(volumes[0]), "--out", str(tmp_path / "d"),
+                 "--init", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
 def test_bad_training_inputs(tmp_path: Path, volumes: list[Path]) -> None:
     with pytest.raises(InputError, match="patch_size"):
         mrisr.train(_protocol(tmp_path, spatial_dims=2, patch=(16, 16, 16)), volumes, tmp_path / "x", device="cpu",
