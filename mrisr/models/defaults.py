@@ -23,14 +23,19 @@ sharp one: such scans look like through-plane loss here; pass ``--model vdsr3d``
 from __future__ import annotations
 
 import os
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from ..errors import InputError
 from ..volume import Volume
 from . import registry
+
+if TYPE_CHECKING:  # torch stays unimported: `mrisr models` and the batch planner only read files
+    from torch import nn
+
+    #: What names a model: a network, a checkpoint path or a shipped model's name.
+    ModelSpec = nn.Module | str | os.PathLike[str]
 
 __all__ = [
     "THICK_SLICE",
@@ -53,9 +58,6 @@ IN_PLANE_RATIO = 1.25
 #: In-plane (``mid``) spacing in mm at most this: a fine in-plane grid, the loss is through-plane only.
 IN_PLANE_MAX_MM = 1.4
 
-M = TypeVar("M", str, os.PathLike, nn.Module)
-
-
 def default_model_name(spacing_mm: np.ndarray | list[float] | tuple[float, ...],
                        shape: tuple[int, ...] | list[int]) -> str:
     """The shipped default's name for voxel spacings (mm, per voxel axis) and a spatial shape (X, Y, Z).
@@ -73,7 +75,7 @@ def default_model_name(spacing_mm: np.ndarray | list[float] | tuple[float, ...],
     return THICK_SLICE if through_plane else ANISOTROPIC
 
 
-def resolve_model(model: M | None, volume: Volume) -> M | str:
+def resolve_model(model: ModelSpec | None, volume: Volume) -> ModelSpec:
     """``model`` unchanged when given, else the name of the shipped default for ``volume``'s spacing.
 
     Args:
