@@ -291,6 +291,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, model=args.model, device=args.device, force=args.force, log=None if args.quiet else print)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import ANISOTROPIC, THICK_SLICE, model_summary, shipped_models
 
@@ -438,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", type=Path, metavar="DIR", help="write PNG figures and index.html into this new folder")
     ev.add_argument("--force", action="store_true", help="replace an existing report folder")
     ev.set_defaults(func=_cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="simulate thick slices of the sample brain, upscale, score and draw them "
+                                       "(what make demo runs)", parents=[common])
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="the new output folder")
+    demo.add_argument("--model", help="a model card, checkpoint folder or shipped name (default: the default model)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    demo.add_argument("--force", action="store_true", help="replace the folder an earlier demo wrote")
+    demo.set_defaults(func=_cmd_demo)
 
     models = sub.add_parser("models", help="list the shipped models (upscale --model NAME)", parents=[common])
     models.add_argument("--json", action="store_true", help="print JSON for machines")
