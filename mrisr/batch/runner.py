@@ -419,10 +419,13 @@ def _dispatch(plan: Plan, todo: list[PlanEntry], ledger: Ledger) -> set[str]:
                     bar.update(1)
                     continue
                 ledger.failed(result.key, result.error or "failed", result.seconds)
-                free_retry = result.crashed and result.key not in crash_retried
-                if free_retry or entry.attempts <= o.retries:
-                    crash_retried.update([result.key] if free_retry else [])
+                # A task lost with its worker gets one retry of its own; --retries counts the rest.
+                spent = entry.attempts - (result.key in crash_retried)
+                if result.crashed and result.key not in crash_retried:
+                    crash_retried.add(result.key)
                     queue.append(entry)  # again, after the others
+                elif spent <= o.retries:
+                    queue.append(entry)
                 else:
                     failed += 1
                     bar.update(1)
