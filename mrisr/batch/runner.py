@@ -163,9 +163,14 @@ def _check_options(inputs: Sequence[Path], out: Path, o: BatchOptions) -> None:
 
 
 def _model_identity(model: str | None) -> dict[str, Any]:
-    """What in the model decides the outputs: its weights' sha256 (None: the default per volume)."""
+    """What in the model decides the outputs: its weights' sha256; for None (the shipped default
+    per volume), the sha256 of every shipped model's weights, so new weights are new work."""
     if model is None:
-        return {"default": True}
+        from ..models import shipped_models
+        from ..train.checkpoint import read_card
+
+        return {"default": {name: read_card(card).get("weights", {}).get("sha256")
+                            for name, card in shipped_models().items()}}
     from ..infer.job import cached_model
 
     card = cached_model(model, "cpu").card  # also checks it loads, before any work

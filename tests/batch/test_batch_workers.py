@@ -4,6 +4,7 @@ once in the same run."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -132,3 +133,26 @@ def test_a_crash_twice_fails(monkeypatch, tmp_path: Path, retries: int) -> None:
     summary = run_batch([tmp_path / "in"], tmp_path / "out", BatchOptions(model=card, retries=retries))
     assert summary.counts["failed"] == 1
     assert ledger_rows(tmp_path / "out")[0]["attempts"] == 2 + retries  # one free retry for a crash
+
+
+def test_default_model_per_volume(monkeypatch, tmp_path: Path) -> None:
+    """Without --model each scan gets the shipped default for its spacing; the shipped weights are in the keys."""
+    from mrisr.infer.job import clear_model_cache
+    from mrisr.models import registry
+    from mrisr.nets import VDSR
+    from mrisr.train.checkpoint import save_checkpoint
+
+    shipped = tmp_path / "shipped"
+    torch.manual_seed(0)
+    save_checkpoint(VDSR(2, features=4, depth=3), shipped, {"name": "vdsr2d-thick"}, name="vdsr2d-thick")
+    monkeypatch.setattr(registry, "MODELS_DIR", shipped)
+    clear_model_cache()
+    nifti(tmp_path / "in" / "thick.nii.gz", 1)  # 1x1x3 mm: through-plane loss, the 2D default
+    try:
+        summary = run_batch([tmp_path / "in"], tmp_path / "out", BatchOptions(workers=0, device="cpu"))
+    finally:
+        clear_model_cache()
+    assert summary.counts["done"] == 1
+    side = json.loads((tmp_path / "out" / "thick.json").read_text())
+    assert side["model"]["path"] == "vdsr2d-thick"
+    assert list(side["batch"]["parameters"]["model"]["default"]) == ["vdsr2d-thick"]
