@@ -111,14 +111,19 @@ def test_ship_half_end_to_end(run, models, monkeypatch, capsys):
     assert "tiny-thick" in text and "thick-slice-x4" in text and "slices x2-6" in text
 
 
-def test_float32_and_replacing(run, models):
+def test_float32_replacing_and_the_size_budget(run, models, monkeypatch):
     _ship(run, val=[run["val"]])
     card = json.loads((models / "tiny-thick.json").read_text())
     assert card["weights_dtype"] == "float32" and card["half_check"] is None
     with refused(OutputError, "shipped already"):
         _ship(run)
-    _ship(run, force=True, description="replaced")
+    size = (models / "tiny-thick.safetensors").stat().st_size
+    monkeypatch.setattr(ship, "MAX_TOTAL_BYTES", int(1.5 * size))
+    _ship(run, force=True, description="replaced")  # replacing itself: the old copy does not count
     assert json.loads((models / "tiny-thick.json").read_text())["description"] == "replaced"
+    with refused(InputError, "would total"):  # the other models do
+        _ship(run, name="second")
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-thick.json", "tiny-thick.safetensors"]
 
 
 def test_refusals_leave_nothing_behind(run, models, monkeypatch):
@@ -139,16 +144,6 @@ def test_refusals_leave_nothing_behind(run, models, monkeypatch):
     with refused(InputError, "over the 0.001 MB budget"):
         _ship(run)
     assert list(models.iterdir()) == []
-
-
-def test_size_budget_counts_the_other_models(run, models, monkeypatch):
-    _ship(run, name="first")
-    size = (models / "first.safetensors").stat().st_size
-    monkeypatch.setattr(ship, "MAX_TOTAL_BYTES", int(1.5 * size))
-    _ship(run, name="first", force=True)  # replacing itself: the old copy does not count
-    with refused(InputError, "would total"):
-        _ship(run, name="second")
-    assert sorted(p.name for p in models.iterdir()) == ["first.json", "first.safetensors"]
 
 
 def test_command_line(run, models, capsys):
