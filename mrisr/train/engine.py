@@ -249,9 +249,14 @@ def train(
         losses.clear()
         if val_pairs and epoch % t.val_interval == 0:
             row.update(_validate(evaluator))
-        improved = row.get("val_psnr", epoch) > counters["best_psnr"] if val_pairs else True
+        if not val_pairs:
+            improved = True  # no validation: the last epoch is the best
+        elif "val_psnr" in row:
+            improved = row["val_psnr"] > counters["best_psnr"]
+        else:  # between validations: only a placeholder until the first one
+            improved = counters["best_epoch"] == 0
         if improved:
-            counters["best_psnr"] = row.get("val_psnr", epoch)
+            counters["best_psnr"] = row.get("val_psnr", counters["best_psnr"])
             counters["best_epoch"] = epoch
             card = _card(proto, data, volumes, row, start_time, command, dev)
             if parent is not None:
@@ -327,15 +332,15 @@ def _validate(evaluator: Any) -> dict:
     return {key: sum(values) / len(values) for key, values in evaluator.scores.items()}
 
 
+#: metrics.csv columns; validation columns stay empty on epochs without validation.
+METRIC_FIELDS = ("epoch", "iteration", "loss", "lr", "seconds", "val_psnr", "val_ssim")
+
+
 def _append_csv(path: Path, row: dict) -> None:
+    """Append ``row`` under the fixed header :data:`METRIC_FIELDS` (written with the first row)."""
     exists = path.exists()
-    fields = list(row)
-    if exists:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh), fields)
-        fields = header + [k for k in row if k not in header]
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, restval="")
         if not exists:
             writer.writeheader()
         writer.writerow(row)

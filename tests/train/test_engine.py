@@ -79,6 +79,19 @@ def test_max_steps_stops_and_still_saves(tmp_path: Path, volumes: list[Path]) ->
     assert (run / "best" / "model.safetensors").exists()
 
 
+def test_between_validations_no_epoch_replaces_the_validated_best(tmp_path: Path, volumes: list[Path]) -> None:
+    card = yaml.safe_load(_protocol(tmp_path, epochs=5).read_text())
+    card["train"]["val_interval"] = 2  # validated at epochs 2 and 4; epochs 1, 3, 5 are not
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(card))
+    run = mrisr.train(tmp_path / "v.yaml", [volumes[0]], tmp_path / "r", val=[volumes[1]], device="cpu",
+                      progress=False)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    scores = {int(r["epoch"]): float(r["val_psnr"]) for r in rows if r.get("val_psnr")}
+    assert sorted(scores) == [2, 4]
+    _, best = load_checkpoint(run / "best")
+    assert best["metrics"]["epoch"] in (2, 4) and best["metrics"]["val_psnr"] == max(scores.values())
+
+
 def test_init_starts_from_a_checkpoint_and_the_card_says_so(tmp_path: Path, volumes: list[Path], capsys) -> None:
     first = mrisr.train(_protocol(tmp_path), [volumes[0]], tmp_path / "a", max_steps=2, device="cpu", progress=False)
     parent, parent_card = load_checkpoint(first / "best")
