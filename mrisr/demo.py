@@ -210,8 +210,11 @@ def run_demo(
     say(f"simulated  {proto.name} (nominal): {_shape(lr)} voxels of {_mm(lr.spacing)} mm "
         f"({seconds['simulate']:.1f} s)")
 
-    model_name = f"the default model {default_model_name(lr.spacing, lr.shape)}" if model is None else str(model)
-    say(f"upscaling  to {_mm(hr.spacing)} mm with {model_name} on {dev} (a few minutes on 2 CPU cores) ...")
+    requested = "default" if model is None else (type(model).__name__ if isinstance(model, torch.nn.Module)
+                                                 else str(model))
+    model_name = f"the default model {default_model_name(lr.spacing, lr.shape)}" if model is None else requested
+    say(f"upscaling  to {_mm(hr.spacing)} mm with {model_name} on {dev}"
+        f"{' (a few minutes on 2 CPU cores)' if dev.type == 'cpu' else ''} ...")
     sr = upscale(lr, model, spacing=[float(s) for s in hr.spacing], device=dev)
     sr = sr.replace(meta={**sr.meta, "derivation": "mrisr super-resolution"})
     lap("upscale")
@@ -252,7 +255,7 @@ def run_demo(
                        "spacing_mm": [float(s) for s in hr.spacing]},
             "protocol": {"name": proto.name, "path": proto.source, "nominal": True, "seed": SEED,
                          "parameters": lr.meta["degradation"]},
-            "model": {"requested": "default" if model is None else str(model),
+            "model": {"requested": requested,
                       "default": default_model_name(lr.spacing, lr.shape), **sr.meta["upscale"]["model"]},
             "upscale": sr.meta["upscale"],
             "metrics": {"sr": {k: metrics[k] for k in ("psnr_db", "ssim", "nrmse")},
