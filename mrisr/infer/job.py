@@ -60,13 +60,27 @@ def cached_model(spec: str | os.PathLike[str], device: str) -> LoadedModel:
         spec: a checkpoint path (card, weights, folder or run folder) or a shipped model's name.
         device: a resolved device (``cpu``, ``cuda``, ``cuda:N``), as text.
     """
-    key = (os.fspath(spec), str(device))
+    key = (_identity(spec), str(device))
     if key not in _CACHE:
         from .predict import load_model
 
         net, card = load_model(spec, device)
-        _CACHE[key] = LoadedModel(net, card, key[0], key[1])
+        _CACHE[key] = LoadedModel(net, card, os.fspath(spec), str(device))
     return _CACHE[key]
+
+
+def _identity(spec: str | os.PathLike[str]) -> str:
+    """What ``spec`` points at now: a shipped name's card or a path, resolved, with its mtime and
+    size, so a replaced checkpoint (or another models folder) is never served from the cache."""
+    from ..models.registry import shipped_models
+
+    text = os.fspath(spec)
+    path = shipped_models().get(text, Path(text))
+    try:
+        stat = path.stat()
+    except OSError:
+        return text
+    return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
 
 
 def clear_model_cache() -> None:
