@@ -99,12 +99,13 @@ def run(root: Path, card: Path, out: Path, workers: int) -> dict[str, float]:
         raise SystemExit(f"batch failed: {summary.counts} (see {summary.csv_path})")
     with Ledger(out, readonly=True) as ledger:
         rows = ledger.rows()
-    timings = [json.loads((out / r["outputs"][1]).read_text())["seconds"] for r in rows]
     n = len(rows)
     # Steady state: from the moment every worker finished its first item (start-up: spawning,
-    # importing torch, loading the model, is over) to the last item.
+    # importing torch, loading the model, is over) to the last item; timings of those items only.
     finished = sorted(r["finished"] for r in rows)
     steady = (n - workers) / (finished[-1] - finished[workers - 1])
+    rows = [r for r in rows if r["finished"] > finished[workers - 1]]
+    timings = [json.loads((out / r["outputs"][1]).read_text())["seconds"] for r in rows]
     return {
         "items": n, "wall_s": wall,
         "items_per_hour_wall": 3600 * n / wall, "items_per_hour": 3600 * steady,
