@@ -157,9 +157,10 @@ def _blocks(seed: int, n: int = 64) -> mrisr.Volume:
 
 
 @pytest.mark.slow
-def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_within_60s(tmp_path: Path) -> None:
-    """One synthetic phantom, 4x thicker slices (rect), at most 60 s of CPU training: on a held-out
-    phantom the network's output is at least 3 dB closer to the truth than the cubic input."""
+def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_in_300_steps(tmp_path: Path) -> None:
+    """One synthetic phantom, 4x thicker slices (rect), 300 optimiser steps (about 100 s on 2
+    CPU cores; a step count, not a time budget, so a loaded machine cannot change the result): on a
+    held-out phantom the network's output is at least 3 dB closer to the truth than the cubic input."""
     from mrisr.protocol import load_protocol
     from mrisr.train.data import load_training_volumes, validation_pairs
     from mrisr.train.validation import foreground_mask, masked_psnr, predict_volume
@@ -174,8 +175,8 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_within_60s(tmp_path: Pa
                      "clip_mode": "norm", "clip_theta": 1.0, "pairs_per_volume": 16}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(card))
     torch.set_num_threads(2)
-    run = mrisr.train(tmp_path / "p.yaml", [tmp_path / "train.nii.gz"], tmp_path / "run", epochs=25,
-                      max_seconds=55, device="cpu", progress=False)
+    run = mrisr.train(tmp_path / "p.yaml", [tmp_path / "train.nii.gz"], tmp_path / "run", epochs=15,
+                      device="cpu", progress=False)
     model, _ = load_checkpoint(run / "best" / "model.json")
     pair = validation_pairs(load_training_volumes([tmp_path / "held_out.nii.gz"]),
                             load_protocol(tmp_path / "p.yaml"), 0)[0]
@@ -183,6 +184,7 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_within_60s(tmp_path: Pa
                                 roi_size=(48, 48), device="cpu")
     mask = foreground_mask(pair["target"])
     gain = masked_psnr(prediction, pair["target"], mask) - masked_psnr(pair["input"], pair["target"], mask)
+    print(f"gain {gain:.2f} dB")
     assert gain >= 3.0, gain
 
 
