@@ -184,7 +184,6 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_in_300_steps(tmp_path: 
                                 roi_size=(48, 48), device="cpu")
     mask = foreground_mask(pair["target"])
     gain = masked_psnr(prediction, pair["target"], mask) - masked_psnr(pair["input"], pair["target"], mask)
-    print(f"gain {gain:.2f} dB")
     assert gain >= 3.0, gain
 
 
