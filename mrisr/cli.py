@@ -190,17 +190,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _volume_name(path: Path) -> str:
-    """A scene node name for an input: its file name without the image suffixes."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".zip"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name or "volume"
-
-
 def _cmd_export_slicer(args: argparse.Namespace) -> int:
     from .export import write_mrb
+    from .infer.job import volume_name
 
     out = Path(args.output)
     if out.suffix.lower() != ".mrb":
@@ -213,7 +205,7 @@ def _cmd_export_slicer(args: argparse.Namespace) -> int:
     names = list(args.names) if args.names is not None else []
     if not names:
         for path in args.inputs:
-            name, n = _volume_name(path), 1
+            name, n = volume_name(path), 1
             while (f"{name}_{n}" if n > 1 else name) in names:
                 n += 1
             names.append(f"{name}_{n}" if n > 1 else name)
