@@ -44,7 +44,7 @@ from .export.sidecar import json_ready, sha256_file
 from .infer import upscale
 from .infer.grid import coarse_axis
 from .io import load, save
-from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling
+from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling, replace_folder
 from .kspace import degrade
 from .models import default_model_name
 from .preprocess import pre_upsample
@@ -123,17 +123,7 @@ def _check_output(out: Path, force: bool, sources: list[Path]) -> None:
 def _commit(tmp: Path, out: Path, force: bool, sources: list[Path]) -> None:
     """Rename the finished folder ``tmp`` onto ``out``, moving an earlier demo's folder aside first."""
     _check_output(out, force, sources)  # again: it may have changed while the demo ran
-    if not os.path.lexists(out):
-        os.replace(tmp, out)
-        return
-    old = _sibling(out, "old")
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    _remove(old)
+    replace_folder(tmp, out)
 
 
 def _mm(values: Any) -> str:

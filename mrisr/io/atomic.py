@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import MrisrError, OutputError
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "replace_folder"]
 
 #: The file names of a DICOM series that mrisr writes (``IM_0001.dcm``...): the
 #: only content of a folder that ``force`` may delete, and only when their
@@ -171,7 +171,18 @@ def _commit(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)  # atomic for files on one file system
         return
     _check_replaceable_folder(dest)  # again: it may have changed while the writer ran
-    # A folder cannot be swapped atomically: move the old one aside, rename, then delete it.
+    replace_folder(tmp, dest)
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Put the finished folder ``tmp`` at ``dest``, an existing folder the caller checked may go.
+
+    A folder cannot be swapped atomically: the old one moves aside, ``tmp`` is renamed, then the
+    old one is deleted; if the rename fails the old one is put back.
+    """
+    if not os.path.lexists(dest):
+        os.replace(tmp, dest)
+        return
     old = _sibling(dest, "old")
     os.replace(dest, old)
     try:
