@@ -139,3 +139,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs CUDA (marker gpu); none on this machine")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch) -> Path:
+    """An empty models folder standing in for the package's (``mrisr.models.registry.MODELS_DIR``)."""
+    from mrisr.models import registry
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setattr(registry, "MODELS_DIR", folder)
+    return folder

@@ -76,14 +76,6 @@ def test_each_shipped_card(name, monkeypatch):
 # --------------------------------------------------------------------------- the registry, on a folder of its own
 
 
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setattr(registry, "MODELS_DIR", folder)
-    return folder
-
-
 def _tiny(folder: Path, name: str, dims: int = 2, **card) -> Path:
     torch.manual_seed(0)
     return save_checkpoint(VDSR(dims, features=4, depth=2), folder, {"name": name, **card}, name=name)

@@ -16,7 +16,7 @@ from mrisr import cli
 from mrisr.errors import InputError, OutputError
 from mrisr.export.sidecar import sha256_file
 from mrisr.infer import load_model
-from mrisr.models import registry, ship
+from mrisr.models import ship
 from mrisr.protocol import load_protocol
 from mrisr.train.checkpoint import load_checkpoint
 
@@ -41,15 +41,6 @@ def run(tmp_path_factory) -> dict:
                       command=command)
     return {"run": out, "train": paths[0], "val": paths[1], "test": paths[2],
             "licences": {paths[0].name: "CC0 (synthetic phantom)"}}
-
-
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    """An empty models folder standing in for the package's."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    monkeypatch.setattr(registry, "MODELS_DIR", folder)
-    return folder
 
 
 def _ship(run: dict, name: str = "tiny-thick", **kwargs) -> Path:
