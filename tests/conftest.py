@@ -150,3 +150,31 @@ def models(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.setattr(registry, "MODELS_DIR", folder)
     return folder
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator[Path]:
+    """A folder nothing can be written in, for root too: a read-only tmpfs mount where this user
+    may mount (root in CI), else a folder without write permission (other users); skipped when
+    neither holds (root without mount rights)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                                capture_output=True, text=True)
+        mounted = result.returncode == 0
+        if not mounted:
+            pytest.skip(f"root cannot make a read-only folder here (mount: {result.stderr.strip()})")
+    else:
+        folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        else:
+            folder.chmod(0o755)

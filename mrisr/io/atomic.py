@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import MrisrError, OutputError
 
-__all__ = ["atomic_output", "replace_folder"]
+__all__ = ["atomic_output", "check_writable", "replace_folder"]
 
 #: The file names of a DICOM series that mrisr writes (``IM_0001.dcm``...): the
 #: only content of a folder that ``force`` may delete, and only when their
@@ -210,6 +210,81 @@ def _cannot_write(exc: OSError, tmp: Path, dest: Path) -> OutputError:
         dest,
         fix="check that the folder exists and is writable",
     )
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or the closest folder above it that exists (where a new output would be made)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_folder(folder: Path, dest: Path) -> None:
+    """Create and delete a hidden file in ``folder``: the one test of writability that also
+    holds for root, read-only mounts, full quotas and network file systems."""
+    probe = folder / f".mrisr-write-test-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in {folder}: {exc.strerror or exc}",
+            dest,
+            fix="choose a writable output location (check the folder's permissions and that its disk is not"
+            " mounted read-only)",
+        ) from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable(
+    dest: str | os.PathLike[str],
+    force: bool = False,
+    sources: Sequence[str | os.PathLike[str]] = (),
+    *,
+    folder: bool = False,
+) -> Path:
+    """Refuse, before any compute, an output that :func:`atomic_output` would refuse or could not write.
+
+    Checks, in milliseconds: ``dest`` is not a protected folder or an input; an existing ``dest``
+    needs ``force`` (unless ``folder``: a folder that the command fills, such as a batch output,
+    may exist); the place ``dest`` would be written is a folder (not a file) on which a file can
+    be created and removed (a real probe, so read-only mounts are caught even for root).
+
+    Args:
+        dest: the output file or folder.
+        force: an existing ``dest`` may be replaced.
+        sources: the inputs, which ``dest`` may never be (nor hold).
+        folder: ``dest`` is a folder that the command writes into (batch, demo, train): an
+            existing one is probed inside and needs no ``force``.
+
+    Returns:
+        ``dest`` as a ``Path``.
+
+    Raises:
+        OutputError: one line naming ``dest``, the problem and the fix.
+    """
+    dest = Path(dest)
+    _check_not_a_protected_folder(dest)
+    _check_sources(dest, sources)
+    exists = os.path.lexists(dest)
+    if exists and not force and not folder:
+        raise OutputError(
+            "output already exists",
+            dest,
+            fix="pass --force / force=True to replace it, or choose another output path",
+        )
+    if folder and exists and not _is_folder(dest):
+        raise OutputError("is a file, not a folder", dest, fix="choose a folder path for this output")
+    where = dest if folder and exists else _nearest_existing(dest.parent)
+    if not where.is_dir():
+        raise OutputError(
+            f"cannot be created: {where} is a file, not a folder",
+            dest,
+            fix="choose an output path inside a folder",
+        )
+    _probe_folder(where, dest)
+    return dest
 
 
 @contextmanager
