@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError, MrisrError, OutputError
 from .io import FORMATS, load, save
+from .io.atomic import check_writable
 from .volume import Volume
 
 __all__ = ["main", "info_summary"]
@@ -89,6 +90,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    check_writable(args.output, args.force, [args.input])  # before reading
     volume = load(args.input, series=args.series)
     out = save(volume, args.output, format=args.format, force=args.force)
     if not args.quiet:
@@ -115,17 +117,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     import secrets
     import time
 
+    from .export.sidecar import sha256_file, sidecar_path, write_sidecar
+
+    sidecar = sidecar_path(args.output)
+    for dest in (Path(args.output), sidecar):  # before any work or heavy import: exists, an input, read-only...
+        check_writable(dest, args.force, [args.input])
+
     import torch
 
-    from .export import sha256_file, sidecar_path, write_sidecar
     from .kspace.degrade import degrade
     from .protocol import load_protocol
 
     protocol = load_protocol(args.protocol)
-    sidecar = sidecar_path(args.output)
-    for existing in (Path(args.output), sidecar):  # before any work, not after it
-        if existing.exists() and not args.force:
-            raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise InputError(f"seed {args.seed} is outside [0, 2**63)", "--seed", "give a smaller non-negative integer")
     device = _device(args.device)
@@ -133,7 +136,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbits(62)
     generator = torch.Generator().manual_seed(seed)
     acquisition = protocol.acquisition
-    params = acquisition.nominal() if args.nominal else acquisition.sample(generator)
+    params = acquisition.sample(generator) if args.random else acquisition.nominal()
     start = time.perf_counter()
     low = degrade(volume, params, generator, device=device)
     seconds = time.perf_counter() - start
@@ -143,10 +146,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         "command": "simulate",
         "protocol": {"name": protocol.name, "path": protocol.source, "sha256": sha256_file(protocol.source)},
         "seed": seed,
-        "nominal": bool(args.nominal),
+        "nominal": not args.random,
+        "drawn_from_training_ranges": bool(args.random),
         "parameters": low.meta["degradation"],
         "input": {"path": str(args.input), "sha256": sha256_file(args.input),
-                  "shape": list(volume.shape), "spacing_mm": [float(x) for x in volume.spacing]},
+                  "shape": list(volume.shape), "spacing_mm": [float(x) for x in volume.spacing],
+                  **({"slice_grid": volume.meta["slice_grid"]} if volume.meta.get("slice_grid") else {})},
         "output": {"path": str(out), "shape": list(low.shape), "spacing_mm": [float(x) for x in low.spacing]},
         "device": device,
         "torch_version": torch.__version__,  # the random stream depends on it
@@ -160,6 +165,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    # before the training stack is imported (seconds); train() checks again
+    check_writable(args.out, sources=[*args.data, *(args.val or [])], folder=True)
     from .train.engine import train
 
     run = train(
@@ -176,7 +183,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from .export import sidecar_path
-    from .infer.job import upscale_file
+    from .infer.job import check_outputs, upscale_file
+
+    check_outputs(args.input, args.output, fmt=args.format, force=args.force)  # before torch is imported
 
     summary = upscale_file(args.input, args.output, model=args.model, spacing=args.spacing, scale=args.scale,
                            fmt=args.format, device=args.device, force=args.force, series=args.series,
@@ -191,14 +200,13 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_slicer(args: argparse.Namespace) -> int:
-    from .export import write_mrb
-    from .infer.job import volume_name
-
     out = Path(args.output)
     if out.suffix.lower() != ".mrb":
         raise OutputError(f"a Slicer scene bundle must end in .mrb, got {out.name!r}", out, "name it <scene>.mrb")
-    if out.exists() and not args.force:  # before any loading
-        raise OutputError("output already exists", out, "pass --force to replace it, or choose another output")
+    check_writable(out, args.force, args.inputs)  # before any loading: exists, an input, read-only...
+    from .export import write_mrb
+    from .infer.job import volume_name
+
     if args.names is not None and len(args.names) != len(args.inputs):
         raise InputError(f"{len(args.names)} names for {len(args.inputs)} inputs", "--names",
                          "give one name per input")
@@ -218,6 +226,7 @@ def _cmd_export_slicer(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    check_writable(args.output, args.force)  # before torch is imported; export_onnx checks again
     from .infer.onnx import export_onnx
 
     path = export_onnx(args.model, args.output, opset=args.opset, force=args.force)
@@ -232,14 +241,14 @@ def _coarse_axis(low: Volume, reference: Volume) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.report is not None:  # before any work
+        check_writable(args.report, args.force, [args.reference, args.prediction])
     import torch
 
     from .evaluate import evaluate
     from .export.sidecar import json_ready
     from .preprocess import pre_upsample
 
-    if args.report is not None and Path(args.report).exists() and not args.force:  # before any work
-        raise OutputError("output already exists", args.report, "pass --force to replace it, or choose another folder")
     reference = load(args.reference)
     prediction = load(args.prediction)
     names = (str(args.reference), str(args.prediction))
@@ -324,10 +333,25 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_protocols(args: argparse.Namespace) -> int:
-    from .protocol import list_protocols
+    from dataclasses import asdict
 
-    for protocol in list_protocols():
-        print(f"{protocol.name:28s} {protocol.description}")
+    from .protocol import list_protocols, load_protocol
+
+    if args.name is None:
+        for protocol in list_protocols():
+            print(f"{protocol.name:28s} {protocol.description}")
+        return 0
+    protocol = load_protocol(args.name)  # an unknown name names the close matches
+    nominal = asdict(protocol.acquisition.nominal())
+    if args.json:
+        print(json.dumps({"name": protocol.name, "description": protocol.description, "path": protocol.source,
+                          "nominal": nominal}, indent=2, default=str))
+        return 0
+    print(f"{protocol.name}: {protocol.description}\nfile        {protocol.source}\nnominal acquisition "
+          "(mrisr simulate without --random):")
+    for key, value in nominal.items():
+        if value is not None:
+            print(f"  {key:22s} {value}")
     return 0
 
 
@@ -351,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     convert = sub.add_parser("convert", help="convert between NIfTI, NRRD, MHA and DICOM", parents=[common])
-    convert.add_argument("input", type=Path)
+    convert.add_argument("input", type=Path, help="NIfTI, NRRD, MHA file; DICOM file, folder or archive")
     convert.add_argument("output", type=Path, help="output file, or folder for --format dicom")
     convert.add_argument("--format", choices=sorted(FORMATS), help="default: from the extension")
     convert.add_argument("--series", help="DICOM series id when the input holds several")
@@ -364,8 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("input", type=Path, help="the high-resolution scan")
     simulate.add_argument("-o", "--output", type=Path, required=True, help="the low-resolution output")
     simulate.add_argument("--protocol", required=True, help="a shipped protocol name (mrisr protocols) or a .yaml")
-    simulate.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded in the sidecar)")
-    simulate.add_argument("--nominal", action="store_true", help="the protocol's fixed evaluation setting")
+    simulate.add_argument("--seed", type=int, help="random seed of the noise and of --random's draw "
+                                                   "(default: drawn, and recorded in the sidecar)")
+    setting = simulate.add_mutually_exclusive_group()
+    setting.add_argument("--nominal", action="store_true",
+                         help="the protocol's nominal acquisition, what its name says (the default)")
+    setting.add_argument("--random", action="store_true",
+                         help="draw the acquisition from the protocol's training ranges instead (seeded)")
     simulate.add_argument("--format", choices=sorted(FORMATS), help="default: from the extension")
     simulate.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     simulate.add_argument("--force", action="store_true", help="replace existing outputs")
@@ -384,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", metavar="CHECKPOINT",
                        help="start from these weights (a shipped model's name, card, weights or run folder; "
                             "same network as the protocol's): fine-tuning")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the patch and degradation draws (default 0)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing pairs")
     train.set_defaults(func=_cmd_train)
 
@@ -408,10 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_upscale)
 
     onnx = sub.add_parser("export-onnx", help="export a model to ONNX (checked with onnxruntime)", parents=[common])
-    onnx.add_argument("model", help="a model card (.json) or weights (.safetensors)")
-    onnx.add_argument("-o", "--output", type=Path, required=True)
-    onnx.add_argument("--opset", type=int, default=17)
-    onnx.add_argument("--force", action="store_true")
+    onnx.add_argument("model", help="what upscale --model takes: a shipped model's name (mrisr models), a training "
+                                    "run folder, a checkpoint folder, its .json card or .safetensors weights")
+    onnx.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 to 20 (default 17)")
+    onnx.add_argument("--force", action="store_true", help="replace an existing output")
     onnx.set_defaults(func=_cmd_export_onnx)
 
     slicer = sub.add_parser("export-slicer", help="bundle volumes as a 3D Slicer scene (.mrb)", parents=[common])
@@ -454,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub, common)
 
-    protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols", parents=[common])
+    protocols = sub.add_parser("protocols", help="list the shipped acquisition protocols, or show one",
+                               parents=[common])
+    protocols.add_argument("name", nargs="?", help="show this protocol's nominal acquisition (a name or a .yaml)")
+    protocols.add_argument("--json", action="store_true", help="print the protocol shown as JSON")
     protocols.set_defaults(func=_cmd_protocols)
     return parser
 

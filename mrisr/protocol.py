@@ -13,6 +13,7 @@ evaluation) and a training ``range`` sampled uniformly; a plain number means a f
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import types
@@ -523,8 +524,11 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     if not path.suffix and not path.exists():
         matches = [d / f"{path.name}.yaml" for d in protocol_dirs() if (d / f"{path.name}.yaml").exists()]
         if not matches:
-            names = ", ".join(p.stem for d in protocol_dirs() for p in sorted(d.glob("*.yaml")))
-            raise ProtocolError(f"no protocol named {str(name_or_path)!r}", fix=f"use one of: {names} or a .yaml path")
+            known = sorted({p.stem for d in protocol_dirs() for p in d.glob("*.yaml")})
+            close = difflib.get_close_matches(path.name, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            raise ProtocolError(f"no protocol named {str(name_or_path)!r}{hint}",
+                                fix=f"use one of: {', '.join(known)} (mrisr protocols), or a .yaml path")
         path = matches[0]
     try:
         text = path.read_text(encoding="utf-8")

@@ -26,8 +26,14 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..export.sidecar import sha256_file, sidecar_path, write_sidecar
 from ..io import FORMATS, load, save
+from ..io.atomic import check_writable
 
-__all__ = ["LoadedModel", "cached_model", "clear_model_cache", "upscale_file", "volume_name", "one_or_three"]
+__all__ = ["LoadedModel", "cached_model", "check_outputs", "clear_model_cache", "upscale_file", "volume_name",
+           "one_or_three"]
+
+#: The fields of :func:`mrisr.infer.upscale`'s record that the sidecar repeats: what ran, and how.
+_RECORDED = ("ran", "identity_grid", "spatial_dims", "coarse_axis", "upsampled_axes", "fused_orthogonal",
+             "roi_size", "non_negative_input", "clipped_below_zero", "amp")
 
 #: Endings of the single-file formats ``save`` writes; a DICOM input to any other path is a DICOM series.
 _FILE_ENDINGS = tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)
@@ -125,6 +131,36 @@ def _sources(volume: Any, input: Any, labels: Mapping[str, str] | None) -> list[
     return sources
 
 
+def check_outputs(
+    input: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    force: bool = False,
+) -> bool:
+    """Refuse, in milliseconds and before torch is imported, outputs :func:`upscale_file` could not write.
+
+    Checks the output and its sidecar (see :func:`mrisr.io.atomic.check_writable`: exists
+    without ``force``, an input, a protected folder, read-only or unwritable), and that a
+    Slicer scene's path ends in ``.mrb``.
+
+    Returns:
+        Whether the output is a Slicer scene (``.mrb``).
+
+    Raises:
+        OutputError: one line naming the output, the problem and the fix.
+    """
+    out = Path(output)
+    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == ".mrb")
+    if mrb and out.suffix.lower() != ".mrb":
+        raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
+                          "name the output <scene>.mrb")
+    inputs = [input] if isinstance(input, (str, os.PathLike)) else list(input)
+    for dest in (out, sidecar_path(out)):
+        check_writable(dest, force, inputs)
+    return mrb
+
+
 def upscale_file(
     input: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -155,18 +191,22 @@ def upscale_file(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         force: replace existing outputs (never an input).
         series: the DICOM series id when the input holds several.
-        progress: a tqdm bar over the volume's channels.
+        progress: a tqdm bar on stderr over the planes or windows (see :func:`mrisr.infer.upscale`).
         input_label: how the sidecar names the input (default: ``input`` as given).
         source_labels: source file path -> the name the sidecar records for it (a batch
             names extracted archive members by their place in the archive).
         extra: more top-level sidecar fields (a batch's item key, BIDS ``Sources``).
 
     Returns:
-        The sidecar's content: ``input``, ``output`` (path, format, shape, spacing_mm),
-        ``model``, ``device``, ``seconds`` (load, upscale, write) and ``extra``'s fields.
+        The sidecar's content: ``input`` (path, shape, spacing_mm, sources, and for a DICOM
+        stack ``slice_grid``: the fitted slice spacing and largest position residual),
+        ``output`` (path, format, shape, spacing_mm), ``model``, ``upscale`` (what ran:
+        ``ran``, ``identity_grid``, ``clipped_below_zero``...), ``device``, ``seconds`` (load,
+        upscale, write) and ``extra``'s fields.
 
     Raises:
-        OutputError: an output exists without ``force``, a bad format for the path.
+        OutputError: before any work: an output exists without ``force``, is an input, or
+            cannot be written (read-only or missing permissions); a bad format for the path.
         InputError, GeometryError: an unreadable input, a bad model, spacing or device.
     """
     import torch
@@ -174,14 +214,7 @@ def upscale_file(
     from ..device import resolve_device
 
     out = Path(output)
-    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == ".mrb")
-    if mrb and out.suffix.lower() != ".mrb":
-        raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
-                          "name the output <scene>.mrb")
-    sidecar = sidecar_path(out)
-    for existing in (out, sidecar):  # before any work, not after it
-        if os.path.lexists(existing) and not force:
-            raise OutputError("output already exists", existing, "pass --force to replace it, or choose another output")
+    mrb = check_outputs(input, out, fmt=fmt, force=force)  # before any work, not after it
     dev = str(resolve_device(device))
     label = input_label if input_label is not None else (
         str(input) if isinstance(input, (str, os.PathLike)) else str(Path(os.fspath(input[0])).parent))
@@ -214,17 +247,20 @@ def upscale_file(
         written = save(result, out, format=fmt, force=force)
     done = time.perf_counter()
     card = chosen.card
+    record = result.meta.get("upscale", {})
     summary: dict[str, Any] = {
         "mrisr_version": __version__,
         "command": "upscale",
         "input": {"path": label, "shape": list(volume.shape), "spacing_mm": [float(x) for x in volume.spacing],
-                  "sources": _sources(volume, input, source_labels)},
+                  "sources": _sources(volume, input, source_labels),
+                  **({"slice_grid": volume.meta["slice_grid"]} if volume.meta.get("slice_grid") else {})},
         "output": {"path": str(written), "format": fmt or "by extension", "shape": list(result.shape),
                    "spacing_mm": [float(x) for x in result.spacing]},
         "model": {"path": chosen.spec, "name": card.get("architecture", {}).get("name"),
                   "sha256": card.get("weights", {}).get("sha256"),
                   "config": card.get("architecture", {}).get("config")},
         "target_spacing_mm": [float(x) for x in result.spacing],
+        "upscale": {k: record[k] for k in _RECORDED if k in record},
         "device": dev,
         "torch_version": torch.__version__,
         "seconds": {"load": round(loaded - start, 3), "upscale": round(computed - loaded, 3),

@@ -38,7 +38,7 @@ from torch import nn
 from .. import __version__
 from ..errors import InputError, OutputError
 from ..export.sidecar import sha256_file
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, check_writable
 from ..nets import network_name, unwrap
 
 __all__ = ["export_onnx", "check_onnx", "read_onnx_metadata", "MIN_OPSET", "MAX_OPSET", "TOLERANCE"]
@@ -83,9 +83,11 @@ def _prepare(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, dict
     sources: list[Path] = []
     if isinstance(model, (str, os.PathLike)):
         from ..train.checkpoint import card_path, load_checkpoint
+        from .predict import checkpoint_location
 
-        net, card = load_checkpoint(model, "cpu")
-        card_file = card_path(model)
+        location = checkpoint_location(model)  # a shipped name, run folder, checkpoint folder, card or weights
+        net, card = load_checkpoint(location, "cpu")
+        card_file = card_path(location)
         sources = [card_file, card_file.parent / card["weights"]["file"]]
         arch = card["architecture"]
         meta.update(
@@ -255,8 +257,9 @@ def export_onnx(
         model: a network with ``.config`` (``spatial_dims`` 2 or 3; ``in_channels`` and
             ``out_channels`` default to 1), e.g. from :mod:`mrisr.nets` (DDP and
             ``torch.compile`` wrappers are looked through; the network itself is left as it
-            was), or the path of a checkpoint (its ``.json`` card, ``.safetensors`` weights or
-            folder, see :func:`mrisr.train.checkpoint.load_checkpoint`).
+            was), or every form ``mrisr upscale --model`` takes: a shipped model's name, a
+            training run's folder, a checkpoint's folder, ``.json`` card or ``.safetensors``
+            weights (see :func:`mrisr.infer.predict.checkpoint_location`).
         path: the ``.onnx`` file to write (atomically: written beside it, then renamed).
         opset: the ONNX opset, 17 to 20.
         force: replace an existing file.
@@ -282,6 +285,7 @@ def export_onnx(
             f"give an opset from {MIN_OPSET} to {MAX_OPSET}",
         )
     path = Path(path)
+    check_writable(path, force)  # before loading or exporting anything
     net, meta, sources = _prepare(model)
     dims = int(meta["mrisr.spatial_dims"])
     in_channels = int(meta["mrisr.in_channels"])

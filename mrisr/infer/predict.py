@@ -34,8 +34,17 @@ Decisions:
   the free CUDA memory, or on the CPU a quarter of the available memory capped at 1 GiB,
   divided by ``3 x voxels x width x bytes`` per item (``width`` = the network's ``features``,
   64 when unknown; 2 bytes under AMP, else 4), clipped to 1..16 windows or 1..64 planes.
-- **Identity grid.** When the target grid equals the input grid the network still runs:
-  it is a restoration model, and the result must not depend on whether a resize happened.
+- **Identity grid.** When the target grid equals the input grid (nothing to upscale, e.g. a
+  single 2D image at its own spacing) the network still runs as a same-grid restoration
+  filter, so the result does not depend on whether a resize happened; but never silently:
+  a warning says so, and the ``upscale`` record holds ``identity_grid: true`` and ``ran``.
+- **Magnitude images stay non-negative.** When every input value is >= 0 (magnitude MRI),
+  the output is clipped at 0: cubic pre-upsampling and the network's residual overshoot at
+  the tissue-to-air edge, and a negative magnitude is never real (``clipped_below_zero`` in
+  the record counts the voxels). Inputs with negative values (phase, difference images)
+  are left as they are.
+- **Progress** (``progress=True``): one tqdm bar on stderr over the planes (2D models, all
+  plane families and channels) or the sliding windows (3D), with rate and ETA.
 - **Normalisation** is per channel (the scale of that channel's pre-upsampled image), so a
   4D series gives exactly the per-volume results.
 - The output Volume is float32 on the target grid (affine from ``target_grid``, exact),
@@ -48,6 +57,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +76,7 @@ from ..volume import Volume
 from ..volume import spacing as voxel_spacing
 from .grid import coarse_axis, target_grid, upsampled_axes
 
-__all__ = ["SHIPPED_MODELS", "load_model", "upscale"]
+__all__ = ["SHIPPED_MODELS", "checkpoint_location", "load_model", "upscale"]
 
 #: Shipped model name -> model card path, read live from the package folder (see :mod:`mrisr.models`).
 SHIPPED_MODELS = _SHIPPED
@@ -75,11 +85,35 @@ SHIPPED_MODELS = _SHIPPED
 DEFAULT_ROI_3D = (64, 64, 64)
 
 
-def _checkpoint_path(path: Path) -> Path:
-    """A run directory stands for its ``best/`` checkpoint."""
-    if path.is_dir() and not (path / "model.json").exists() and (path / "best" / "model.json").exists():
-        return path / "best"
-    return path
+def checkpoint_location(model: str | os.PathLike[str]) -> Path:
+    """Where the checkpoint that ``model`` names lies: every form ``upscale --model`` takes.
+
+    Args:
+        model: a checkpoint's ``.json`` card, its ``.safetensors`` weights, its folder, a
+            training run's folder (its ``best/``), or a shipped model's name (:data:`SHIPPED_MODELS`).
+
+    Returns:
+        The path to give :func:`mrisr.train.checkpoint.load_checkpoint` (card, weights or folder).
+
+    Raises:
+        InputError: no such file nor shipped model (a close name suggested).
+    """
+    text = os.fspath(model)
+    path = Path(text)
+    if path.exists():
+        if path.is_dir() and not (path / "model.json").exists() and (path / "best" / "model.json").exists():
+            return path / "best"  # a run directory stands for its best checkpoint
+        return path
+    if text in SHIPPED_MODELS:
+        return Path(SHIPPED_MODELS[text])
+    if "/" in text or os.sep in text or path.suffix in (".json", ".safetensors"):
+        raise InputError("checkpoint not found", path, "give the path of a model card, weights or run folder")
+    close = difflib.get_close_matches(text, list(SHIPPED_MODELS), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else (
+        f"known: {', '.join(sorted(SHIPPED_MODELS))}" if SHIPPED_MODELS else "none ship yet")
+    raise InputError(f"no shipped model named {text!r} ({hint})", "model",
+                     "give a shipped model's name (mrisr models) or the path of a checkpoint (.json card, "
+                     ".safetensors or its folder)")
 
 
 def load_model(model: nn.Module | str | os.PathLike[str], device: str | torch.device = "cpu"
@@ -87,9 +121,8 @@ def load_model(model: nn.Module | str | os.PathLike[str], device: str | torch.de
     """``(network in eval mode on device, model card)``.
 
     Args:
-        model: a network (passed through, card ``{}``); or the path of a checkpoint: its
-            ``.json`` card, its ``.safetensors`` weights, its folder or a training run's folder
-            (its ``best/``); or the name of a shipped model (:data:`SHIPPED_MODELS`).
+        model: a network (passed through, card ``{}``); or any form of
+            :func:`checkpoint_location`: a card, weights, checkpoint or run folder, a shipped name.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
     Raises:
@@ -104,19 +137,7 @@ def load_model(model: nn.Module | str | os.PathLike[str], device: str | torch.de
                          "model", "give a .json model card, a checkpoint folder or a shipped model's name")
     from ..train.checkpoint import load_checkpoint
 
-    text = os.fspath(model)
-    path = Path(text)
-    if not path.exists():
-        if text in SHIPPED_MODELS:
-            return load_checkpoint(SHIPPED_MODELS[text], dev)
-        if "/" in text or os.sep in text or path.suffix in (".json", ".safetensors"):
-            raise InputError("checkpoint not found", path, "give the path of a model card, weights or run folder")
-        close = difflib.get_close_matches(text, list(SHIPPED_MODELS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else (
-            f"known: {', '.join(sorted(SHIPPED_MODELS))}" if SHIPPED_MODELS else "none ship yet")
-        raise InputError(f"no shipped model named {text!r} ({hint})", "model",
-                         "give the path of a checkpoint (.json card, .safetensors or its folder)")
-    return load_checkpoint(_checkpoint_path(path), dev)
+    return load_checkpoint(checkpoint_location(model), dev)
 
 
 # --------------------------------------------------------------------------- model facts
@@ -198,14 +219,18 @@ def _auto_batch(voxels: int, width: int, dev: torch.device, amp: bool, limit: in
 
 
 class _Forward:
-    """``net(x)`` on the compute device, in float32 out, autocast under CUDA when ``amp``."""
+    """``net(x)`` on the compute device, in float32 out, autocast under CUDA when ``amp``; each
+    call advances ``bar`` (a tqdm bar or None) by the items (planes or windows) it ran."""
 
-    def __init__(self, net: nn.Module, dev: torch.device, amp: bool) -> None:
-        self.net, self.dev, self.amp = net, dev, amp and dev.type == "cuda"
+    def __init__(self, net: nn.Module, dev: torch.device, amp: bool, bar: Any = None) -> None:
+        self.net, self.dev, self.amp, self.bar = net, dev, amp and dev.type == "cuda", bar
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            return self.net(x.to(self.dev)).float()
+            y = self.net(x.to(self.dev)).float()
+        if self.bar is not None:
+            self.bar.update(int(x.shape[0]))
+        return y
 
 
 class _HaloPredictor:
@@ -235,6 +260,18 @@ class _HaloPredictor:
             for j, i in enumerate(members):
                 out[i] = result[(slice(j, j + 1), slice(None), *crops[i])]
         return torch.cat(out)  # type: ignore[arg-type]
+
+
+def _window_count(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding-window inferer runs over ``image_size``: its own rule, from
+    its helpers (the scan interval is not public API, so the count is only the progress bar's total)."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    size = tuple(int(n) for n in image_size)
+    clipped = tuple(min(int(r), n) for r, n in zip(roi, size, strict=True))
+    interval = _get_scan_interval(size, clipped, len(size), (float(overlap),) * len(size))
+    return len(dense_patch_slices(size, clipped, interval))
 
 
 def _inferer(roi: Sequence[int], batch: int, overlap: float, dev: torch.device, out_dev: torch.device,
@@ -339,10 +376,14 @@ def upscale(
         fuse_orthogonal: 2D models: average the two plane families that contain the coarse axis.
         halo: voxels of extra context per window side (see the module docstring).
         amp: float16 autocast on CUDA (ignored on the CPU).
-        progress: a tqdm bar over the channels.
+        progress: a tqdm bar on stderr over the planes (2D) or windows (3D), with ETA.
 
     Returns:
-        A float32 Volume on the target grid with the source's meta plus an ``upscale`` record.
+        A float32 Volume on the target grid with the source's meta plus an ``upscale`` record;
+        clipped at 0 when the input has no negative value (magnitude images).
+
+    Warns:
+        UserWarning: the target grid equals the input grid (nothing to upscale).
 
     Raises:
         InputError: bad spacing/scale (see :func:`~mrisr.infer.grid.target_grid`), an unknown
@@ -398,12 +439,33 @@ def upscale(
         plane = max(hr_shape[axis] * hr_shape[p] for p in partners) if roi is None else int(np.prod(roi))
         batch = sw_batch_size or _auto_batch(plane, width, dev, use_amp, 64)
 
-    fwd = _Forward(net, dev, use_amp)
-    source = _as_tensor(volume.array)
-    out = torch.empty((volume.n_channels, *hr_shape), dtype=torch.float32)
+    identity = tuple(hr_shape) == tuple(lr_shape) and np.allclose(hr_affine, volume.affine, rtol=0, atol=1e-6)
+    if identity:
+        warnings.warn(
+            f"nothing to upscale: the target grid equals the input grid ({' x '.join(map(str, lr_shape))} at "
+            f"{' x '.join(f'{v:.3g}' for v in voxel_spacing(volume.affine))} mm); the model runs as a same-grid "
+            "restoration filter (give --spacing or --scale to upsample)",
+            stacklevel=2,
+        )
     from tqdm.auto import tqdm
 
-    for c in tqdm(range(volume.n_channels), desc="upscale", unit="volume", disable=not progress):
+    if dims == 3:
+        order = [a for a in range(3) if a != axis] + [axis]
+        units, total = "window", _window_count([hr_shape[a] for a in order], roi, float(overlap))
+    elif roi is None:
+        units, total = "plane", sum(hr_shape[3 - axis - p] for p in partners)
+    else:
+        units = "window"
+        total = sum(hr_shape[3 - axis - p] * _window_count([hr_shape[p], hr_shape[axis]], roi, float(overlap))
+                    for p in partners)
+    bar = tqdm(total=total * volume.n_channels, desc="upscale", unit=units, disable=not progress,
+               dynamic_ncols=True)
+    fwd = _Forward(net, dev, use_amp, bar)
+    source = _as_tensor(volume.array)
+    non_negative = bool(source.numel()) and float(source.min()) >= 0.0
+    clipped = 0
+    out = torch.empty((volume.n_channels, *hr_shape), dtype=torch.float32)
+    for c in range(volume.n_channels):
         upsampled = pre_upsample(source[c : c + 1], volume.affine, hr_affine, hr_shape).to(torch.float32)
         x, s = normalize(upsampled)
         x = x[0]
@@ -415,7 +477,12 @@ def upscale(
                 one = _run_planes(fwd, x, axis, p, batch=batch, roi=roi, overlap=float(overlap), halo=halo)
                 y = one if y is None else y + one
             y = y / len(partners)
-        out[c] = denormalize(y, s)
+        y = denormalize(y, s)
+        if non_negative:
+            clipped += int((y < 0).sum())
+            y = y.clamp_min_(0.0)
+        out[c] = y
+    bar.close()
 
     seconds = time.perf_counter() - start
     record = {
@@ -432,6 +499,11 @@ def upscale(
         "sw_batch_size": int(batch),
         "overlap": float(overlap),
         "halo": int(halo),
+        "identity_grid": bool(identity),
+        "ran": ("same-grid restoration (the target grid equals the input grid: nothing upscaled)" if identity
+                else f"{dims}D super-resolution along voxel axes {grown}"),
+        "non_negative_input": non_negative,
+        "clipped_below_zero": clipped,
         "device": str(dev),
         "amp": use_amp,
         "seconds": round(seconds, 3),

@@ -33,6 +33,7 @@ from .. import __version__
 from ..device import resolve_device
 from ..errors import InputError, OutputError
 from ..export.sidecar import json_ready, sha256_file
+from ..io.atomic import check_writable
 from ..nets import network_from_block, network_name
 from ..protocol import Protocol, load_protocol
 from .checkpoint import save_checkpoint
@@ -168,6 +169,7 @@ def train(
     if resume and not (run.state / "state.json").exists():
         raise InputError("no state to resume from", run.root, "start without --resume")
     if lead:
+        check_writable(run.root, sources=[*data, *(val or [])], folder=True)  # read-only: before any loading
         run.root.mkdir(parents=True, exist_ok=True)
     if world > 1 and device == "auto" and torch.cuda.is_available():
         device = f"cuda:{rank % torch.cuda.device_count()}"

@@ -152,7 +152,7 @@ def test_opset_is_written(tmp_path) -> None:
 
 
 def test_bad_models(tmp_path) -> None:
-    with pytest.raises(InputError, match="not a checkpoint"):
+    with pytest.raises(InputError, match="checkpoint not found"):
         export_onnx(tmp_path / "nothing", tmp_path / "m.onnx")
     with pytest.raises(InputError, match="config"):
         export_onnx(torch.nn.Conv2d(1, 1, 3), tmp_path / "m.onnx")
