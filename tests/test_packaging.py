@@ -216,3 +216,45 @@ def test_wheel_and_sdist_ship_the_models(tmp_path: Path) -> None:
     for member in ("mrisr/models/stand-in.safetensors", "mrisr/models/stand-in.json", "mrisr/models/ship.py"):
         assert member in in_wheel, f"{member} is not in the wheel"
         assert member in in_sdist, f"{member} is not in the sdist"
+
+
+def _make_dry_run(*variables: str) -> list[str]:
+    """The commands ``make -n -B demo`` would run with these variables (``-B``: as on a fresh clone)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    result = subprocess.run(["make", "-n", "-B", "demo", *variables], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_makefile_takes_the_torch_index_from_a_variable() -> None:
+    """A CPU-only Linux user passes PyTorch's CPU index: torch comes from it, nothing else does."""
+    index = "https://download.pytorch.org/whl/cpu"
+    lines = _make_dry_run(f"TORCH_INDEX={index}")
+    torch_installs = [line for line in lines if "pip install" in line and "torch" in line and "-e" not in line]
+    assert torch_installs and all(f'--index-url "{index}"' in line for line in torch_installs), lines
+    others = [line for line in lines if "pip install" in line and line not in torch_installs]
+    assert others and not any("--index-url" in line for line in others), "only torch comes from the torch index"
+    default = _make_dry_run()
+    assert not any("--index-url" in line for line in default), "the default index is PyPI's (pip's own)"
+
+
+def test_readme_tells_cpu_only_users_the_cpu_index_first() -> None:
+    """Within the README's first lines, after the two commands: how to get the small CPU build."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    head = "\n".join(readme.splitlines()[:20])
+    assert "make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu" in " ".join(head.split()), head
+
+
+def test_ci_keeps_the_local_cpu_pin_without_an_index() -> None:
+    lines = command_lines(REPO / ".ci" / "run")
+    assert not any("TORCH_INDEX" in line for line in lines), "CI takes torch==2.13.0 from local disk"
+
+
+def test_notebooks_extra_holds_jupyter(pyproject: dict) -> None:
+    extra = [Requirement(r).name for r in pyproject["project"]["optional-dependencies"]["notebooks"]]
+    assert "jupyterlab" in extra and "matplotlib" in extra
+    assert any("notebooks" in line and "pip install" in line for line in command_lines(REPO / "Makefile"))
