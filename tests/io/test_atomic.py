@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import refused
 
 from mrisr.errors import InputError, MrisrError, OutputError
 from mrisr.io.atomic import atomic_output
@@ -302,3 +303,46 @@ def test_writer_that_writes_nothing_is_an_error(tmp_path: Path) -> None:
         with atomic_output(dest, force=False):
             pass
     assert not dest.exists()
+
+
+# --- check_writable: the refusal before any work -----------------------------------------
+
+
+def test_check_writable_refuses_a_read_only_folder_quickly(read_only_dir) -> None:
+    import time
+
+    from mrisr.io.atomic import check_writable
+
+    start = time.perf_counter()
+    for dest, folder in ((read_only_dir / "out.nii.gz", False), (read_only_dir / "new" / "deeper", True),
+                         (read_only_dir, True)):
+        with refused(OutputError, "cannot write in"):
+            check_writable(dest, folder=folder)
+    assert time.perf_counter() - start < 0.5
+    assert not list(read_only_dir.iterdir())  # the probe left nothing behind (nothing could be made)
+
+
+def test_check_writable_accepts_what_atomic_output_writes_and_leaves_no_probe(tmp_path) -> None:
+    from mrisr.io.atomic import check_writable
+
+    assert check_writable(tmp_path / "a" / "b" / "out.nii.gz") == tmp_path / "a" / "b" / "out.nii.gz"
+    assert not (tmp_path / "a").exists()  # nothing created: the probe went into the nearest existing folder
+    (tmp_path / "batch").mkdir()
+    check_writable(tmp_path / "batch", folder=True)  # a folder the command fills may exist
+    assert list(tmp_path.iterdir()) == [tmp_path / "batch"] and not list((tmp_path / "batch").iterdir())
+
+
+def test_check_writable_keeps_atomic_outputs_rules(tmp_path) -> None:
+    from mrisr.io.atomic import check_writable
+
+    existing = tmp_path / "out.nii.gz"
+    existing.write_bytes(b"x")
+    with refused(OutputError, "already exists"):
+        check_writable(existing)
+    check_writable(existing, force=True)
+    with refused(OutputError, "overwrite the input"):
+        check_writable(existing, force=True, sources=[existing])
+    with refused(OutputError, "is a file, not a folder"):
+        check_writable(existing, folder=True)
+    with refused(OutputError, "is a file, not a folder"):
+        check_writable(existing / "inside.nii.gz")
