@@ -14,7 +14,8 @@
 3. Upscale the thick-slice scan back to the sample's 1 mm grid with the **default model**
    (:func:`mrisr.infer.upscale` with ``model=None``: the shipped model that fits the input's
    anisotropy), and interpolate it tricubically (:func:`mrisr.preprocess.pre_upsample`) as the
-   baseline.
+   baseline; both are clamped to non-negative values for a non-negative (magnitude) input, as the
+   cubic kernel overshoots below zero at edges.
 4. Score both against the 1 mm original with :func:`mrisr.evaluate.evaluate` (PSNR, SSIM, NRMSE
    in the brain mask) and draw the comparison with :func:`mrisr.evaluate.write_report`.
 
@@ -44,7 +45,7 @@ from .export.sidecar import json_ready, sha256_file
 from .infer import upscale
 from .infer.grid import coarse_axis
 from .io import load, save
-from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling, replace_folder
+from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling, check_writable, replace_folder
 from .kspace import degrade
 from .models import default_model_name
 from .preprocess import pre_upsample
@@ -86,7 +87,8 @@ class DemoResult:
         files: :data:`OUTPUTS`' names -> their paths (the report as its ``index.html``).
         metrics: :func:`mrisr.evaluate.evaluate` of SR against the sample, with the tricubic
             baseline's under ``"cubic"`` (what ``metrics.json`` holds).
-        seconds: wall time per step (``load``, ``simulate``, ``upscale``, ``evaluate``, ``write``, ``total``).
+        seconds: wall time per step (``load``, ``simulate``, ``upscale``, ``tricubic``, ``evaluate``, ``write``
+            (the volumes), ``report`` (figures and ``metrics.json``), ``total``).
     """
 
     out: Path
@@ -124,6 +126,18 @@ def _commit(tmp: Path, out: Path, force: bool, sources: list[Path]) -> None:
     """Rename the finished folder ``tmp`` onto ``out``, moving an earlier demo's folder aside first."""
     _check_output(out, force, sources)  # again: it may have changed while the demo ran
     replace_folder(tmp, out)
+
+
+def _tricubic(lr: Volume, hr: Volume) -> Volume:
+    """The baseline: ``lr`` tricubically interpolated onto ``hr``'s grid (:func:`mrisr.preprocess.pre_upsample`),
+    with the sample's meta. Keys' cubic kernel overshoots at edges (values below the input's minimum), so a
+    non-negative input (a magnitude image) gives a baseline clamped to non-negative, as the SR result is."""
+    source = torch.as_tensor(np.asarray(lr.array))
+    up = pre_upsample(source, lr.affine, hr.affine, hr.shape)
+    if source.numel() and float(source.min()) >= 0.0:
+        up = up.clamp_min(0.0)
+    return hr.replace(array=up.numpy().astype(np.float32),
+                      meta={**hr.meta, "dtype": "float32", "range": [float(up.min()), float(up.max())]})
 
 
 def _mm(values: Any) -> str:
@@ -164,19 +178,25 @@ def run_demo(
         protocol: the simulated acquisition (a shipped name or a .yaml), at its nominal setting.
         device: ``auto`` (CUDA when there is one), ``cpu`` or ``cuda[:N]``; simulation and upscaling.
         force: replace ``out`` when an earlier demo wrote it (never another folder).
-        log: prints the progress and the summary, one line per call (``None``: silent).
+        log: prints the progress and the summary, one line per call: each step as it starts
+            (``simulating``, ``upscaling``, ``interpolating``, ``scoring``, ``writing``, ``drawing``)
+            and with its time (s) when done; also turns on upscaling's progress bar (planes or
+            windows, with ETA, on stderr). ``None``: silent.
 
     Returns:
         A :class:`DemoResult`: the folder, its files, the metrics and the timings (s).
 
     Raises:
         OutputError: ``out`` exists (without ``force``, or not a demo's folder), is protected (the
-            working folder, home, root) or cannot be written; checked before any work.
+            working folder, home, root) or cannot be written (a read-only or unwritable folder:
+            :func:`mrisr.io.atomic.check_writable`); checked in milliseconds, before any work.
         InputError: an unreadable sample, protocol or model (e.g. no default model shipped).
     """
     say: Log = log if log is not None else (lambda _line: None)
     out, sample = Path(out), Path(sample)
     _check_output(out, force, [sample])
+    # the folder is made beside ``out`` and renamed onto it, so the probe is in out's parent (folder=False)
+    check_writable(out, force, [sample])
     from .device import resolve_device
 
     dev = resolve_device(device)
@@ -192,30 +212,34 @@ def run_demo(
 
     hr = load(sample)
     lap("load")
-    say(f"sample     {sample} ({_shape(hr)} voxels of {_mm(hr.spacing)} mm)")
+    say(f"sample     {sample} ({_shape(hr)} voxels of {_mm(hr.spacing)} mm; {seconds['load']:.1f} s)")
 
     proto = load_protocol(protocol)
+    say(f"simulating {proto.name} (nominal) from the sample on {dev} ...")
     lr = degrade(hr, proto.acquisition.nominal(), torch.Generator().manual_seed(SEED), device=dev)
     lap("simulate")
-    say(f"simulated  {proto.name} (nominal): {_shape(lr)} voxels of {_mm(lr.spacing)} mm "
-        f"({seconds['simulate']:.1f} s)")
+    say(f"simulated  {_shape(lr)} voxels of {_mm(lr.spacing)} mm ({seconds['simulate']:.1f} s)")
 
     requested = "default" if model is None else (type(model).__name__ if isinstance(model, torch.nn.Module)
                                                  else str(model))
     model_name = f"the default model {default_model_name(lr.spacing, lr.shape)}" if model is None else requested
     say(f"upscaling  to {_mm(hr.spacing)} mm with {model_name} on {dev}"
-        f"{' (a few minutes on 2 CPU cores)' if dev.type == 'cpu' else ''} ...")
-    sr = upscale(lr, model, spacing=[float(s) for s in hr.spacing], device=dev)
+        f"{' (a few minutes on 2 CPU cores; progress in planes or windows on stderr)' if dev.type == 'cpu' else ''}"
+        " ...")
+    sr = upscale(lr, model, spacing=[float(s) for s in hr.spacing], device=dev, progress=log is not None)
     sr = sr.replace(meta={**sr.meta, "derivation": "mrisr super-resolution"})
     lap("upscale")
     say(f"upscaled   with {_model_text(sr.meta['upscale']['model'], model_name)}: {_shape(sr)} voxels "
         f"({seconds['upscale']:.1f} s)")
 
-    up = pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, hr.affine, hr.shape)
-    cubic = hr.replace(array=up.numpy().astype(np.float32),
-                       meta={**hr.meta, "dtype": "float32", "range": [float(up.min()), float(up.max())]})
+    say(f"interpolating tricubically onto the {_mm(hr.spacing)} mm grid (the baseline) ...")
+    cubic = _tricubic(lr, hr)
+    lap("tricubic")
+    say(f"interpolated {_shape(cubic)} voxels ({seconds['tricubic']:.1f} s)")
+
     axis = coarse_axis(lr.affine, lr.shape, hr.affine, hr.shape)
     names = {name: out / name for name in OUTPUTS}
+    say("scoring    SR and tricubic against the sample: PSNR, SSIM, NRMSE in the brain mask ...")
     metrics: dict[str, Any] = {
         "reference": str(sample), "prediction": str(names["sr_mrisr.nii.gz"]), "mask": "auto",
         **evaluate(hr, sr, "auto", axis=axis, names=(str(sample), "the mrisr result")),
@@ -223,18 +247,29 @@ def run_demo(
         "cubic": evaluate(hr, cubic, "auto", axis=axis, names=(str(sample), "the tricubic baseline")),
     }
     lap("evaluate")
+    say(f"scored     SR {metrics['psnr_db']:.2f} dB, tricubic {metrics['cubic']['psnr_db']:.2f} dB "
+        f"({seconds['evaluate']:.1f} s)")
 
     tmp = _sibling(out, "tmp")
     try:
         tmp.mkdir(parents=True)
+        say("writing    the thick-slice scan, the SR result (NIfTI and a DICOM series) and the tricubic baseline ...")
         save(lr, tmp / "lr_thick_slices.nii.gz")
         save(sr, tmp / "sr_mrisr.nii.gz")
         save(sr, tmp / "sr_mrisr_dicom", format="dicom")
         save(cubic, tmp / "tricubic.nii.gz")
-        write_report(tmp / "report", hr, sr, low_resolution=lr, cubic=cubic, metrics=metrics, mask="auto")
+        lap("write")
+        say(f"wrote      4 volumes ({seconds['write']:.1f} s)")
+        say("drawing    the report: LR, tricubic, SR and HR in three planes, zoomed insets, error maps, "
+            "PSNR per slice ...")
+        report_names = {"reference": str(sample), "low_resolution": str(names["lr_thick_slices.nii.gz"]),
+                        "cubic": str(names["tricubic.nii.gz"]), "prediction": str(names["sr_mrisr.nii.gz"])}
+        write_report(tmp / "report", hr, sr, low_resolution=lr, cubic=cubic, metrics=metrics, mask="auto",
+                     names=report_names)
         (tmp / "metrics.json").write_text(json.dumps(json_ready(metrics, nan=None), indent=2) + "\n",
                                           encoding="utf-8")
-        lap("write")
+        lap("report")
+        say(f"drew       report/index.html ({seconds['report']:.1f} s)")
         seconds["total"] = round(time.perf_counter() - start, 3)
         record = {
             "generator": _GENERATOR,

@@ -8,8 +8,10 @@ of the repository, as a new user would (it builds its own .venv).
 from __future__ import annotations
 
 import functools
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, refused
 
 import mrisr
@@ -153,6 +156,97 @@ def test_cli_demo_one_line_error_and_summary(tmp_path: Path, small_sample: Path,
     assert cli.main(["demo", "--out", str(tmp_path / "new"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "mrisr super-resolution" in printed and f"wrote {tmp_path / 'new'}/" in printed
+
+
+def test_cli_demo_refuses_a_read_only_folder_at_once(read_only_dir: Path, small_sample: Path, default_is_tiny: list,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(demo, "run_demo", functools.partial(demo.run_demo, sample=small_sample))  # fast were it to run
+    start = time.perf_counter()
+    status = cli.main(["demo", "--out", str(read_only_dir / "demo"), "--device", "cpu"])
+    seconds = time.perf_counter() - start
+    err = capsys.readouterr().err.strip()
+    assert status == cli.EXIT_BAD_INPUT, err
+    assert err.startswith("mrisr: error:") and "\n" not in err and "cannot write" in err
+    assert str(read_only_dir / "demo") in err
+    assert default_is_tiny == [] and seconds < 2.0  # found before any compute
+    assert not list(read_only_dir.iterdir())
+
+
+def test_demo_refuses_an_unwritable_folder_before_reading_the_sample(read_only_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-sample.nii.gz"  # an input error, were the sample read first
+    with refused(OutputError, "cannot write"):
+        demo.run_demo(read_only_dir / "demo", sample=missing, log=None)
+    with refused(OutputError, "cannot write"):
+        demo.run_demo(read_only_dir / "deeper" / "demo", sample=missing, log=None)
+
+
+class _Stop(Exception):
+    """Ends a demo at its upscale step."""
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_demo_shows_the_upscale_progress_when_it_logs(tmp_path: Path, small_sample: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, log: bool) -> None:
+    calls: list[dict] = []
+
+    def upscale(volume, model=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(demo, "upscale", upscale)
+    with pytest.raises(_Stop):
+        demo.run_demo(tmp_path / "out", sample=small_sample, device="cpu", log=[].append if log else None)
+    assert calls[0].get("progress") is log  # a bar over planes (2D) or windows (3D), with ETA, on stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, small_sample: Path,
+             tiny_model: Path) -> tuple[demo.DemoResult, list[str]]:
+    """One demo of the small sample with the tiny model: its result and its log lines."""
+    lines: list[str] = []
+    result = demo.run_demo(tmp_path_factory.mktemp("demo") / "out", sample=small_sample, model=tiny_model,
+                           device="cpu", log=lines.append)
+    return result, lines
+
+
+def test_demo_logs_each_step_with_its_time(demo_run: tuple[demo.DemoResult, list[str]]) -> None:
+    result, lines = demo_run
+    steps = [("simulating", "simulated"), ("upscaling", "upscaled"), ("interpolating", "interpolated"),
+             ("scoring", "scored"), ("writing", "wrote"), ("drawing", "drew")]
+    position = 0
+    for doing, done in steps:
+        begin = next(i for i, line in enumerate(lines) if line.startswith(doing + " "))
+        end = next(i for i, line in enumerate(lines) if line.startswith(done + " "))
+        assert position <= begin < end, (doing, lines)  # in order, each said before it runs
+        assert lines[begin].endswith("..."), lines[begin]
+        assert re.search(r"\(\d+\.\d s\)$", lines[end]), lines[end]  # and timed when done
+        position = end
+    assert {"load", "simulate", "upscale", "tricubic", "evaluate", "write", "report", "total"} <= set(result.seconds)
+
+
+def test_demo_report_names_the_files_it_compares(demo_run: tuple[demo.DemoResult, list[str]],
+                                                 small_sample: Path) -> None:
+    result, _ = demo_run
+    text = result.files["report"].read_text(encoding="utf-8")
+    named = {role: html.unescape(value) for role, value in
+             re.findall(r"<li>[^<]*\((HR|LR|CUBIC|SR)\): <code>([^<]*)</code></li>", text)}
+    assert named == {"HR": str(small_sample), "LR": str(result.files["lr_thick_slices.nii.gz"]),
+                     "CUBIC": str(result.files["tricubic.nii.gz"]), "SR": str(result.files["sr_mrisr.nii.gz"])}
+    assert all(Path(path).is_file() for path in named.values())
+    assert "<title>mrisr evaluation: sr_mrisr.nii.gz</title>" in text
+
+
+def test_demo_tricubic_baseline_of_a_magnitude_image_is_not_negative(tmp_path: Path, tiny_model: Path) -> None:
+    array = np.zeros((1, 16, 16, 32), np.float32)
+    array[:, 4:12, 4:12, 9:23] = 1000.0  # sharp edges across the 4 mm slices: the cubic kernel overshoots
+    sample = mrisr.save(mrisr.Volume(array, np.diag([1.0, 1.0, 1.0, 1.0])), tmp_path / "edges.nii.gz")
+    demo.run_demo(tmp_path / "out", sample=sample, model=tiny_model, device="cpu", log=None)
+    lr = mrisr.load(tmp_path / "out" / "lr_thick_slices.nii.gz")
+    unclamped = demo.pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, np.eye(4), (16, 16, 32))
+    assert float(unclamped.min()) < -1.0  # what the baseline was before
+    cubic = np.asarray(mrisr.load(tmp_path / "out" / "tricubic.nii.gz").array)
+    assert cubic.min() >= 0.0 and cubic.max() > 900.0
 
 
 # --------------------------------------------------------------------------- make demo, clean clone

@@ -3,12 +3,22 @@
 Figures (no plotting library: PNGs are written with numpy and zlib, labels with a 3x5 bitmap font):
 
 - ``view_0.png``, ``view_1.png``, ``view_2.png``: the planes through the mask's centre
-  perpendicular to voxel axes 0, 1, 2. Columns: LR (nearest-neighbour on the reference grid,
-  showing its thick voxels), tricubic (:func:`mrisr.preprocess.pre_upsample`), SR, HR, |cubic-HR|
-  and |SR-HR|; the LR and cubic columns are present only when given. The second row is a 3x
-  zoomed inset of the yellow box around the centre. Intensities share one window (HR's 0.5-99.5
-  percentiles in the mask); the error maps share another (0 to the 99.5th percentile of the errors).
-- ``slice_psnr.png``: PSNR per slice along the evaluation axis, SR (blue) and cubic (orange).
+  perpendicular to voxel axes 0, 1, 2. Each is named by the anatomical plane closest to it
+  (axial, coronal or sagittal, from the RAS affine; an oblique one says by how many degrees it
+  is tilted) and drawn in the **radiological convention** whatever the voxel order
+  (:func:`plane_layout`): axial planes seen from the feet and coronal planes seen from the front,
+  both with the patient's right on the image's left (anterior, resp. superior, at the top);
+  sagittal planes seen from the patient's left (anterior on the image's left, superior at the
+  top). Letters at the middle of each image edge (R/L, A/P, S/I) name the patient direction
+  there, and each figure states the convention in its title. Columns: LR (nearest-neighbour on
+  the reference grid, showing its thick voxels), tricubic (:func:`mrisr.preprocess.pre_upsample`),
+  SR, HR, |cubic-HR| and |SR-HR|; the LR and cubic columns are present only when given. The
+  second row is a 3x zoomed inset of the yellow box around the centre. Intensities share one
+  window (HR's 0.5-99.5 percentiles in the mask); the error maps share another (0 to the 99.5th
+  percentile of the errors), drawn as the colour bar on the right in the reference's intensity units.
+- ``slice_psnr.png``: PSNR (dB) per slice along the evaluation axis, SR (blue) and cubic (orange);
+  the x axis is the slice index along that voxel axis, its title names the axis, its direction
+  and the slice spacing (mm).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +41,35 @@ from ..errors import OutputError
 from ..export.sidecar import json_ready
 from ..io.atomic import _sibling, atomic_output
 from ..preprocess import pre_upsample
-from ..volume import Volume
+from ..volume import Volume, axcodes, spacing
 from .metrics import check_same_grid, evaluate, resolve_mask, volume_name
 
-__all__ = ["write_report", "write_png"]
+__all__ = ["write_report", "write_png", "CONVENTION", "PlaneLayout", "plane_layout", "oriented_plane", "edge_labels",
+           "colour_bar_ticks", "slice_axis_title", "curve_labels", "report_names"]
 
 #: Marks a folder as an mrisr report, which ``force`` may replace.
 _MARKER = '<meta name="generator" content="mrisr evaluate">'
 _REPORT_FILES = (".png", ".html", ".json")
+
+#: How the view figures are oriented (see the module docstring and :func:`plane_layout`).
+CONVENTION = "radiological"
+#: The opposite of each RAS direction code (nibabel's axis codes: the direction an index increases towards).
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+#: The anatomical plane perpendicular to each direction.
+_PLANE_NAME = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+#: The RAS world axis (0: x, 1: y, 2: z) of each direction.
+_WORLD_AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+#: Radiological display of each plane: (the patient direction on the image's left, the one at its top).
+_DISPLAY = {"axial": ("R", "A"), "coronal": ("R", "S"), "sagittal": ("A", "S")}
+#: The convention in words, as each figure states it.
+_CONVENTION_NOTE = {
+    "axial": "radiological: seen from the feet, patient's right on the image's left",
+    "coronal": "radiological: seen from the front, patient's right on the image's left",
+    "sagittal": "radiological: seen from the patient's left, anterior on the image's left",
+}
+#: The colour of the direction letters on the images (on a black box).
+_LETTER = (80, 220, 255)
+_BLACK = (0, 0, 0)
 
 # 3x5 bitmap glyphs, one row per string, '#' on.
 _GLYPHS = {
@@ -47,14 +80,128 @@ _GLYPHS = {
     "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
     "A": (".#.", "#.#", "###", "#.#", "#.#"), "B": ("##.", "#.#", "##.", "#.#", "##."),
     "C": ("###", "#..", "#..", "#..", "###"), "D": ("##.", "#.#", "#.#", "#.#", "##."),
-    "E": ("###", "#..", "##.", "#..", "###"), "H": ("#.#", "#.#", "###", "#.#", "#.#"),
-    "I": ("###", ".#.", ".#.", ".#.", "###"), "L": ("#..", "#..", "#..", "#..", "###"),
-    "N": ("##.", "#.#", "#.#", "#.#", "#.#"), "P": ("###", "#.#", "###", "#..", "#.."),
-    "R": ("##.", "#.#", "##.", "#.#", "#.#"), "S": ("###", "#..", "###", "..#", "###"),
-    "U": ("#.#", "#.#", "#.#", "#.#", "###"), "X": ("#.#", "#.#", ".#.", "#.#", "#.#"),
+    "E": ("###", "#..", "##.", "#..", "###"), "F": ("###", "#..", "##.", "#..", "#.."),
+    "G": ("###", "#..", "#.#", "#.#", "###"), "H": ("#.#", "#.#", "###", "#.#", "#.#"),
+    "I": ("###", ".#.", ".#.", ".#.", "###"), "J": ("..#", "..#", "..#", "#.#", "###"),
+    "K": ("#.#", "#.#", "##.", "#.#", "#.#"), "L": ("#..", "#..", "#..", "#..", "###"),
+    "M": ("#.#", "###", "###", "#.#", "#.#"), "N": ("##.", "#.#", "#.#", "#.#", "#.#"),
+    "O": (".#.", "#.#", "#.#", "#.#", ".#."), "P": ("###", "#.#", "###", "#..", "#.."),
+    "Q": (".#.", "#.#", "#.#", "##.", ".##"), "R": ("##.", "#.#", "##.", "#.#", "#.#"),
+    "S": ("###", "#..", "###", "..#", "###"), "T": ("###", ".#.", ".#.", ".#.", ".#."),
+    "U": ("#.#", "#.#", "#.#", "#.#", "###"), "V": ("#.#", "#.#", "#.#", "#.#", ".#."),
+    "W": ("#.#", "#.#", "###", "###", "#.#"), "X": ("#.#", "#.#", ".#.", "#.#", "#.#"),
+    "Y": ("#.#", "#.#", ".#.", ".#.", ".#."), "Z": ("###", "..#", ".#.", "#..", "###"),
     "|": (".#.", ".#.", ".#.", ".#.", ".#."), "-": ("...", "...", "###", "...", "..."),
     ".": ("...", "...", "...", "...", ".#."), " ": ("...", "...", "...", "...", "..."),
+    "(": ("..#", ".#.", ".#.", ".#.", "..#"), ")": ("#..", ".#.", ".#.", ".#.", "#.."),
+    ":": ("...", ".#.", "...", ".#.", "..."), ",": ("...", "...", "...", ".#.", "#.."),
+    "/": ("..#", "..#", ".#.", "#..", "#.."), "+": ("...", ".#.", "###", ".#.", "..."),
+    "=": ("...", "###", "...", "###", "..."), "'": (".#.", ".#.", "...", "...", "..."),
 }
+
+
+@dataclass(frozen=True)
+class PlaneLayout:
+    """How the plane perpendicular to one voxel axis is drawn (see :func:`plane_layout`).
+
+    Attributes:
+        axis: the voxel axis the plane is perpendicular to.
+        name: ``"axial"``, ``"coronal"`` or ``"sagittal"``: the anatomical plane closest to it.
+        tilt_deg: angle (degrees) between the plane's normal and that anatomical plane's normal
+            (0 for a plane aligned with the RAS axes; an oblique volume names its closest plane).
+        across: the voxel axis drawn from the image's left to its right.
+        across_reversed: ``across`` is drawn with its index decreasing from left to right.
+        down: the voxel axis drawn from the image's top to its bottom.
+        down_reversed: ``down`` is drawn with its index decreasing from top to bottom.
+        sides: the patient direction (``R L A P S I``) at each edge of the drawn image, keyed
+            ``"left"``, ``"right"``, ``"top"``, ``"bottom"`` (the viewer's left, right, top, bottom).
+    """
+
+    axis: int
+    name: str
+    tilt_deg: float
+    across: int
+    across_reversed: bool
+    down: int
+    down_reversed: bool
+    sides: dict[str, str]
+
+
+def plane_layout(affine: np.ndarray, axis: int) -> PlaneLayout:
+    """The radiological layout of the plane perpendicular to voxel ``axis`` of a volume with ``affine``.
+
+    The plane is named by the RAS direction closest to ``axis`` (nibabel's axis codes, which
+    assign each voxel axis its closest world axis, one each, so oblique volumes work): S/I
+    axial, A/P coronal, R/L sagittal. It is drawn as :data:`_DISPLAY` says (axial and coronal:
+    the patient's right on the image's left; sagittal: anterior on the image's left; superior,
+    or for axial anterior, at the top), flipping and transposing the voxel axes as needed.
+
+    Args:
+        affine: ``(4, 4)`` voxel -> RAS (mm).
+        axis: the voxel axis (0, 1 or 2) the plane is perpendicular to.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    codes = axcodes(affine)
+    name = _PLANE_NAME[codes[axis]]
+    left, top = _DISPLAY[name]
+    rest = [a for a in range(3) if a != axis]
+    across = next(a for a in rest if codes[a] in (left, _OPPOSITE[left]))
+    down = next(a for a in rest if a != across)
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    normal = np.cross(columns[:, rest[0]], columns[:, rest[1]])
+    cosine = abs(float(normal[_WORLD_AXIS[codes[axis]]])) / max(float(np.linalg.norm(normal)), 1e-12)
+    return PlaneLayout(
+        axis=axis, name=name, tilt_deg=math.degrees(math.acos(min(cosine, 1.0))),
+        across=across, across_reversed=codes[across] == left,  # an index increasing towards the left side
+        down=down, down_reversed=codes[down] == top,  # an index increasing towards the top
+        sides={"left": left, "right": _OPPOSITE[left], "top": top, "bottom": _OPPOSITE[top]},
+    )
+
+
+def oriented_plane(volume: np.ndarray, layout: PlaneLayout, index: int, voxel_mm: np.ndarray) -> np.ndarray:
+    """The plane ``index`` along ``layout.axis`` of an ``(X, Y, Z)`` array as drawn: ``(rows, cols)``,
+    row 0 at the top, column 0 at the left, as ``layout`` says; pixels resampled (nearest) to square
+    millimetres at the finer of the two in-plane spacings ``voxel_mm`` (mm per voxel axis)."""
+    rest = [a for a in range(3) if a != layout.axis]
+    plane = np.take(volume, index, axis=layout.axis)  # (n_rest0, n_rest1)
+    if rest[0] != layout.down:
+        plane = plane.T  # (down, across)
+    if layout.down_reversed:
+        plane = plane[::-1]
+    if layout.across_reversed:
+        plane = plane[:, ::-1]
+    step = float(min(voxel_mm[layout.down], voxel_mm[layout.across]))
+    for k, a in enumerate((layout.down, layout.across)):
+        n = plane.shape[k]
+        size = max(1, int(round(n * voxel_mm[a] / step)))
+        plane = np.take(plane, np.minimum(((np.arange(size) + 0.5) * n / size).astype(int), n - 1), axis=k)
+    return np.ascontiguousarray(plane)
+
+
+def edge_labels(layout: PlaneLayout, height: int, width: int, scale: int = 2) -> list[tuple[str, int, int]]:
+    """Where the direction letters go on a drawn plane of ``height`` x ``width`` pixels.
+
+    Returns:
+        ``(letter, row, col)`` of each glyph's top-left corner: ``layout.sides`` at the middle of
+        the left, right, top and bottom edges, just inside them.
+    """
+    gh, gw, margin = 5 * scale, 3 * scale, 1 + scale
+    row, col = (height - gh) // 2, (width - gw) // 2
+    return [(layout.sides["left"], row, margin), (layout.sides["right"], row, width - margin - gw),
+            (layout.sides["top"], margin, col), (layout.sides["bottom"], height - margin - gh, col)]
+
+
+def slice_axis_title(affine: np.ndarray, axis: int) -> str:
+    """The per-slice PSNR curve's x-axis title: the voxel axis, its slices' plane, direction and spacing (mm)."""
+    code = axcodes(np.asarray(affine, dtype=np.float64))[axis]
+    step = float(spacing(np.asarray(affine, dtype=np.float64))[axis])
+    return (f"slice index along voxel axis {axis} ({_PLANE_NAME[code]} slices, {_OPPOSITE[code]} to {code}, "
+            f"{step:.3g} mm apart)")
+
+
+def colour_bar_ticks(hi: float) -> list[tuple[float, str]]:
+    """The error colour bar's ticks, bottom to top: ``(value, label)`` at 0, ``hi / 2`` and ``hi`` (intensity units)."""
+    return [(v, f"{v:.3g}") for v in (0.0, hi / 2, hi)]
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
@@ -113,31 +260,45 @@ def _nearest_on_grid(low: Volume, shape: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def _plane(volume: np.ndarray, axis: int, index: int, spacing: np.ndarray) -> np.ndarray:
-    """The plane through ``index`` perpendicular to voxel ``axis``: the first remaining axis runs left to
-    right, the second bottom to top; pixels resampled (nearest) to square millimetres."""
-    rest = [a for a in range(3) if a != axis]
-    plane = np.take(volume, index, axis=axis)  # (n_rest0, n_rest1)
-    step = float(min(spacing[rest]))
-    for k, a in enumerate(rest):
-        n = plane.shape[k]
-        size = max(1, int(round(n * spacing[a] / step)))
-        plane = np.take(plane, np.minimum(((np.arange(size) + 0.5) * n / size).astype(int), n - 1), axis=k)
-    return plane.T[::-1]
+def _colour_bar(height: int, hi: float, scale: int = 2) -> np.ndarray:
+    """The error maps' colour bar, ``height`` pixels tall: black (0, bottom) to white (``hi``, top) as
+    :func:`_hot` draws them, with :func:`colour_bar_ticks`' values on its right (intensity units)."""
+    bar = 12
+    ticks = colour_bar_ticks(hi)
+    canvas = np.full((height, bar + 6 + max(_text_width(label, scale) for _, label in ticks), 3), 255, np.uint8)
+    canvas[:, :bar] = _hot(np.linspace(hi, 0.0, height)[:, None].repeat(bar, 1), hi)
+    canvas[[0, -1], :bar] = _BLACK
+    canvas[:, [0, bar - 1]] = _BLACK
+    glyph_h = 5 * scale
+    for value, label in ticks:
+        row = int(round((height - 1) * (1 - value / hi)))
+        canvas[max(row - 1, 0):row + 1, bar:bar + 3] = _BLACK
+        _text(canvas, label, min(max(row - glyph_h // 2, 0), height - glyph_h), bar + 6, _BLACK, scale)
+    return canvas
 
 
 def _view_figure(panels: list[tuple[str, np.ndarray, str]], window: tuple[float, float], err_max: float,
-                 zoom: int = 3) -> np.ndarray:
-    """Panels side by side with labels above; below each, a ``zoom``x inset of its centre (yellow box)."""
+                 title: list[str], layout: PlaneLayout, zoom: int = 3) -> np.ndarray:
+    """Panels side by side under the ``title`` lines and their names, with ``layout``'s direction
+    letters on their edges; below each, a ``zoom``x inset of its centre (yellow box); on the right,
+    the error maps' colour bar (0 to ``err_max``, intensity units)."""
     grow = max(1, 128 // max(panels[0][1].shape))  # small volumes: enlarge to be visible
     panels = [(name, plane.repeat(grow, 0).repeat(grow, 1), kind) for name, plane, kind in panels]
     h, w = panels[0][1].shape
     ch, cw = max(4, h // (2 * zoom) * 2), max(4, w // (2 * zoom) * 2)
     r0, c0 = h // 2 - ch // 2, w // 2 - cw // 2
-    pad, label = 6, 18
+    pad, label, line = 6, 18, 14
+    head = pad + line * len(title)
     ih, iw = ch * zoom, cw * zoom
     cell_w = max(w, iw, max(_text_width(name) for name, _, _ in panels))
-    canvas = np.full((label + h + pad + ih + pad, len(panels) * (cell_w + pad) + pad, 3), 255, np.uint8)
+    bar = _colour_bar(h, err_max)
+    bar_titles = ("|ERROR|", "INTENSITY")
+    bar_w = max(bar.shape[1], *(_text_width(text) for text in bar_titles))
+    width = max(len(panels) * (cell_w + pad) + pad + bar_w + pad, max(_text_width(text) for text in title) + 2 * pad)
+    canvas = np.full((head + label + h + pad + ih + pad, width, 3), 255, np.uint8)
+    for k, text in enumerate(title):
+        _text(canvas, text, pad + k * line, pad, _BLACK)
+    top = head + label
     for i, (name, plane, kind) in enumerate(panels):
         rgb = _grey(plane, *window) if kind == "image" else _hot(plane, err_max)
         inset = rgb[r0:r0 + ch, c0:c0 + cw].repeat(zoom, 0).repeat(zoom, 1)
@@ -145,11 +306,26 @@ def _view_figure(panels: list[tuple[str, np.ndarray, str]], window: tuple[float,
         boxed = rgb.copy()
         boxed[r0, c0:c0 + cw] = boxed[r0 + ch - 1, c0:c0 + cw] = yellow
         boxed[r0:r0 + ch, c0] = boxed[r0:r0 + ch, c0 + cw - 1] = yellow
+        for letter, row, col in edge_labels(layout, h, w):
+            boxed[max(row - 1, 0):row + 11, max(col - 1, 0):col + 7] = _BLACK
+            _text(boxed, letter, row, col, _LETTER)
         x = pad + i * (cell_w + pad)
-        _text(canvas, name, 4, x, (0, 0, 0))
-        canvas[label:label + h, x:x + w] = boxed
-        canvas[label + h + pad:label + h + pad + ih, x:x + iw] = inset
+        _text(canvas, name, head + 4, x, _BLACK)
+        canvas[top:top + h, x:x + w] = boxed
+        canvas[top + h + pad:top + h + pad + ih, x:x + iw] = inset
+    x = pad + len(panels) * (cell_w + pad)
+    _text(canvas, bar_titles[0], head + 4, x, _BLACK)
+    canvas[top:top + h, x:x + bar.shape[1]] = bar
+    _text(canvas, bar_titles[1], top + h + pad, x, _BLACK)
     return canvas
+
+
+def _view_title(layout: PlaneLayout, index: int) -> str:
+    """A view figure's first title line: the plane's name, where it is, how oblique."""
+    text = f"{layout.name} plane: slice {index} of voxel axis {layout.axis}"
+    if layout.tilt_deg >= 0.5:
+        text += f", oblique ({layout.tilt_deg:.0f} deg from {layout.name})"
+    return text
 
 
 def _line(canvas: np.ndarray, p: tuple[float, float], q: tuple[float, float], colour: tuple[int, int, int]) -> None:
@@ -160,42 +336,75 @@ def _line(canvas: np.ndarray, p: tuple[float, float], q: tuple[float, float], co
         canvas[np.clip(rows + dr, 0, canvas.shape[0] - 1), np.clip(cols, 0, canvas.shape[1] - 1)] = colour
 
 
-def _curve_figure(curves: list[tuple[str, list[float | None], tuple[int, int, int]]],
-                  width: int = 640, height: int = 320) -> np.ndarray:
-    """PSNR per slice: one polyline per curve, y from the lowest to the highest finite value."""
+#: The per-slice PSNR figure's margins around the plot (pixels): left, right, top, bottom.
+_CURVE_MARGINS = (60, 20, 36, 56)
+
+
+def _curve_point(i: float, v: float, n: int, lo: float, hi: float, width: int, height: int) -> tuple[float, float]:
+    """Where slice ``i`` at PSNR ``v`` goes on the per-slice figure: (row, col)."""
+    left, right, top, bottom = _CURVE_MARGINS
+    x = left + (width - left - right) * (i / max(n - 1, 1))
+    y = top + (height - top - bottom) * (1 - (v - lo) / (hi - lo))
+    return y, x
+
+
+def curve_labels(names: list[str], n: int, lo: float, hi: float, x_title: str, y_title: str = "PSNR (dB)",
+                 width: int = 640, height: int = 340) -> list[tuple[str, int, int]]:
+    """The texts of the per-slice PSNR figure and where they go: ``(text, row, col)`` of each top-left corner.
+
+    In order: ``y_title`` above the y axis (top left); ``x_title`` centred under the x axis; the
+    y ticks (``lo``, the middle and ``hi``, dB) left of the y axis; the x ticks (slice indices 0,
+    the middle and ``n - 1``) under the x axis; the legend (``names``) at the top right.
+    """
+    left, right, top, bottom = _CURVE_MARGINS
+    out = [(y_title, 10, 4), (x_title, height - 18, (width - _text_width(x_title)) // 2)]
+    for value in (lo, (lo + hi) / 2, hi):
+        row, _ = _curve_point(0, value, n, lo, hi, width, height)
+        text = f"{value:.1f}"
+        out.append((text, int(row) - 5, left - 8 - _text_width(text)))
+    for i in sorted({0, (n - 1) // 2, n - 1}):
+        _, col = _curve_point(i, lo, n, lo, hi, width, height)
+        out.append((str(i), height - bottom + 9, int(col) - _text_width(str(i)) // 2))
+    col = width - right - sum(_text_width(name) + 24 for name in names) + 24
+    for name in names:
+        out.append((name, 10, col))
+        col += _text_width(name) + 24
+    return out
+
+
+def _curve_figure(curves: list[tuple[str, list[float | None], tuple[int, int, int]]], x_title: str,
+                  y_title: str = "PSNR (dB)", width: int = 640, height: int = 340) -> np.ndarray:
+    """PSNR per slice: one polyline per curve, y from the lowest to the highest finite value, with
+    axis titles, ticks and legend as :func:`curve_labels` places them."""
+    width = max(width, _text_width(x_title) + 16)
     canvas = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 20, 30, 30
+    left, right, top, bottom = _CURVE_MARGINS
     finite = [v for _, c, _ in curves for v in c if v is not None and math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi - lo < 1e-6:
         lo, hi = lo - 1.0, hi + 1.0
     n = max(len(c) for _, c, _ in curves)
-    black = (0, 0, 0)
-    _line(canvas, (top, left), (height - bottom, left), black)
-    _line(canvas, (height - bottom, left), (height - bottom, width - right), black)
-
-    def at(i: int, v: float) -> tuple[float, float]:
-        x = left + (width - left - right) * (i / max(n - 1, 1))
-        y = top + (height - top - bottom) * (1 - (v - lo) / (hi - lo))
-        return y, x
-
+    _line(canvas, (top, left), (height - bottom, left), _BLACK)
+    _line(canvas, (height - bottom, left), (height - bottom, width - right), _BLACK)
     for _, values, colour in curves:
         points = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
         for (i, v), (j, u) in zip(points, points[1:], strict=False):
             if j == i + 1:
-                _line(canvas, at(i, v), at(j, u), colour)
+                _line(canvas, _curve_point(i, v, n, lo, hi, width, height),
+                      _curve_point(j, u, n, lo, hi, width, height), colour)
         for i, v in points:
-            y, x = at(i, v)
+            y, x = _curve_point(i, v, n, lo, hi, width, height)
             canvas[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = colour
-    _text(canvas, f"{hi:.1f}", top - 4, 4, black)
-    _text(canvas, f"{lo:.1f}", height - bottom - 6, 4, black)
-    _text(canvas, "PSNR DB", 8, 4, black)
-    _text(canvas, "0", height - bottom + 8, left - 2, black)
-    _text(canvas, str(n - 1), height - bottom + 8, width - right - _text_width(str(n - 1)), black)
-    x = left + 20
-    for name, _, colour in curves:
-        _text(canvas, name, 8, x, colour)
-        x += _text_width(name) + 24
+    for value in (lo, (lo + hi) / 2, hi):
+        y, _ = _curve_point(0, value, n, lo, hi, width, height)
+        _line(canvas, (y, left - 5), (y, left), _BLACK)
+    for i in {0, (n - 1) // 2, n - 1}:
+        _, x = _curve_point(i, lo, n, lo, hi, width, height)
+        _line(canvas, (height - bottom, x), (height - bottom + 5, x), _BLACK)
+    labels = curve_labels([name for name, _, _ in curves], n, lo, hi, x_title, y_title, width, height)
+    legend = len(labels) - len(curves)  # the legend comes last, one entry per curve in its colour
+    for k, (text, row, col) in enumerate(labels):
+        _text(canvas, text, row, col, curves[k - legend][2] if k >= legend else _BLACK)
     return canvas
 
 
@@ -205,8 +414,26 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+#: How the page lists the inputs, in the order the pipeline makes them: role -> label.
+_ROLES = {
+    "reference": "reference (HR)",
+    "low_resolution": "low-resolution input (LR)",
+    "cubic": "tricubic baseline (CUBIC)",
+    "prediction": "prediction (SR)",
+}
+#: What each figure column shows.
+_COLUMNS = {
+    "LR": "the low-resolution input, nearest neighbour",
+    "CUBIC": "the tricubic baseline",
+    "SR": "the prediction",
+    "HR": "the reference",
+    "|CUBIC-HR|": "the baseline's absolute error",
+    "|SR-HR|": "the prediction's absolute error",
+}
+
+
 def _html(title: str, metrics: dict[str, Any], figures: list[tuple[str, str]], columns: list[str],
-          sources: dict[str, str]) -> str:
+          sources: dict[str, str], window: tuple[float, float], err_max: float) -> str:
     rows = [("SR (prediction)", metrics)]
     if "cubic" in metrics:
         rows.append(("tricubic", metrics["cubic"]))
@@ -217,7 +444,8 @@ def _html(title: str, metrics: dict[str, Any], figures: list[tuple[str, str]], c
         gain = metrics["psnr_db"] - metrics["cubic"]["psnr_db"]
         table += f"\n<tr><td>SR - tricubic</td><td>{_fmt(gain, 3)}</td>" \
                  f"<td>{_fmt(metrics['ssim'] - metrics['cubic']['ssim'], 4)}</td><td></td></tr>"
-    inputs = "\n".join(f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>" for k, v in sources.items())
+    inputs = "\n".join(f"<li>{html.escape(_ROLES[k])}: <code>{html.escape(v)}</code></li>" for k, v in sources.items())
+    described = ", ".join(f"{name} ({_COLUMNS[name]})" for name in columns)
     images = "\n".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>" for src, caption in figures)
@@ -248,8 +476,13 @@ SSIM: 3D Gaussian window (11 voxels, sigma 1.5) over the mask's bounding box; NR
 {table}
 </table>
 <h2>Views through the mask's centre</h2>
-<p>Columns: {html.escape(', '.join(columns))}. Second row: 3x zoom of the yellow box.
-Images share one intensity window, error maps another.</p>
+<p>Columns: {html.escape(described)}. Second row: 3x zoom of the yellow box.
+Images share one intensity window ({window[0]:.4g} to {window[1]:.4g}); the error maps share another, in the
+reference's intensity units, black at 0 to white at {err_max:.4g} (the colour bar on the right).</p>
+<p>Each view is the anatomical plane closest to it (from the RAS affine), drawn in the {CONVENTION}
+convention: axial planes seen from the feet and coronal planes from the front, the patient's right on the
+image's left; sagittal planes seen from the patient's left, anterior on the image's left. The letters on the
+image edges name the patient's directions there (R/L right/left, A/P anterior/posterior, S/I superior/inferior).</p>
 {images}
 <p><a href="metrics.json">metrics.json</a></p>
 </body>
@@ -268,10 +501,54 @@ def _is_report(folder: Path) -> bool:
         return False
 
 
+def _own_name(volume: Volume, default: str, others: list[Volume | None]) -> str:
+    """The file ``volume`` was read from, unless it is another input's (an in-memory result that kept
+    that input's meta): then ``default`` marked as in memory."""
+    name = volume_name(volume, "")
+    if not name:
+        return default
+    if any(other is not None and volume_name(other, "") == name for other in others):
+        return f"{default} (in memory)"
+    return name
+
+
+def report_names(reference: Volume, prediction: Volume, *, low_resolution: Volume | None = None,
+                 cubic: Volume | None = None, metrics: Mapping[str, Any] | None = None,
+                 names: Mapping[str, str] | None = None) -> dict[str, str]:
+    """How a report names its inputs: role -> a path or a description, for ``reference``,
+    ``low_resolution`` and ``cubic`` (when LR or a baseline is given) and ``prediction``, in that order.
+
+    Taken from, in order: ``names``; the paths ``metrics`` records under ``reference``,
+    ``prediction`` and ``low_resolution`` (as ``mrisr evaluate`` and the demo record them); the
+    file each volume was read from (``meta["source_paths"]``). A volume whose recorded file is
+    another input's (a result made in memory keeps its input's meta) is not named by that file.
+    Without a name, the tricubic baseline is described as the interpolation of the LR input.
+    """
+    given = {role: str(value) for role, value in (names or {}).items()}
+    for role in ("reference", "prediction", "low_resolution"):
+        value = (metrics or {}).get(role)
+        if role not in given and isinstance(value, str):
+            given[role] = value
+    out = {"reference": given.get("reference") or volume_name(reference, "the reference")}
+    if low_resolution is not None:
+        out["low_resolution"] = given.get("low_resolution") or _own_name(
+            low_resolution, "the low-resolution input", [reference])
+    if low_resolution is not None or cubic is not None:
+        if "cubic" in given:
+            out["cubic"] = given["cubic"]
+        elif low_resolution is not None:
+            out["cubic"] = f"tricubic interpolation of {out['low_resolution']} (mrisr.preprocess.pre_upsample)"
+        else:
+            out["cubic"] = _own_name(cubic, "the tricubic baseline", [reference])  # type: ignore[arg-type]
+    out["prediction"] = given.get("prediction") or _own_name(
+        prediction, "the prediction", [reference, low_resolution, cubic])
+    return out
+
+
 def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: Volume, *,
                  low_resolution: Volume | None = None, cubic: Volume | None = None,
                  metrics: dict[str, Any] | None = None, mask: Any = "auto", axis: int | None = None,
-                 force: bool = False) -> Path:
+                 names: Mapping[str, str] | None = None, force: bool = False) -> Path:
     """Write a visual report into the new folder ``folder`` (atomically) and return its path.
 
     Args:
@@ -283,6 +560,8 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
             baseline's); computed when absent.
         mask: the foreground mask (see :func:`~mrisr.evaluate.evaluate`); its centre places the views.
         axis: the per-slice axis when ``metrics`` is computed here (default: LR's coarse axis, else 2).
+        names: how the page names the inputs, role (``reference``, ``low_resolution``, ``cubic``,
+            ``prediction``) -> path; missing roles as :func:`report_names` finds them.
         force: replace an existing report folder (only one mrisr wrote).
 
     Raises:
@@ -290,7 +569,9 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
         InputError: the volumes are on different grids.
     """
     folder = Path(folder)
-    ref_name, pred_name = volume_name(reference, "reference"), volume_name(prediction, "prediction")
+    sources = report_names(reference, prediction, low_resolution=low_resolution, cubic=cubic, metrics=metrics,
+                           names=names)
+    ref_name, pred_name = sources["reference"], sources["prediction"]
     check_same_grid(reference, prediction, ref_name, pred_name)
     if low_resolution is not None and cubic is None:
         up = pre_upsample(torch.as_tensor(np.asarray(low_resolution.array)), low_resolution.affine,
@@ -302,7 +583,7 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
         if axis is None:
             axis = 2 if low_resolution is None else int(np.argmax(
                 np.asarray(low_resolution.spacing) / np.asarray(reference.spacing)))
-        metrics = evaluate(reference, prediction, mask, axis=axis)
+        metrics = evaluate(reference, prediction, mask, axis=axis, names=(ref_name, pred_name))
         if cubic is not None:
             metrics["cubic"] = evaluate(reference, cubic, mask, axis=axis, names=(ref_name, "the cubic baseline"))
     mask3 = resolve_mask(reference, mask)
@@ -318,7 +599,7 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
     err_max = max(float(np.percentile(np.concatenate([e[mask3] for e in errors]), 99.5)), 1e-6)
     columns = (["LR"] if lr is not None else []) + (["CUBIC"] if cu is not None else []) + ["SR", "HR"] \
         + (["|CUBIC-HR|"] if cu is not None else []) + ["|SR-HR|"]
-    spacing = np.asarray(reference.spacing, dtype=float)
+    voxel_mm = np.asarray(reference.spacing, dtype=float)
 
     if os.path.lexists(folder) and force and folder.is_dir() and not folder.is_symlink():
         if not _is_report(folder):
@@ -333,25 +614,27 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
             tmp.mkdir()
             figures = []
             for view in range(3):
+                layout = plane_layout(reference.affine, view)
+                index = int(centre[view])
                 volumes = ([lr] if lr is not None else []) + ([cu] if cu is not None else []) + [sr, hr] \
                     + ([errors[1]] if cu is not None else []) + [errors[0]]
                 kinds = ["image"] * (len(volumes) - len(errors)) + ["error"] * len(errors)
-                panels = [(name, _plane(v, view, int(centre[view]), spacing), kind)
+                panels = [(name, oriented_plane(v, layout, index, voxel_mm), kind)
                           for name, v, kind in zip(columns, volumes, kinds, strict=True)]
-                write_png(tmp / f"view_{view}.png", _view_figure(panels, window, err_max))
-                figures.append((f"view_{view}.png", f"plane {int(centre[view])} perpendicular to voxel axis {view}"))
+                title = [_view_title(layout, index), _CONVENTION_NOTE[layout.name]]
+                write_png(tmp / f"view_{view}.png", _view_figure(panels, window, err_max, title, layout))
+                figures.append((f"view_{view}.png", f"{title[0]} through the mask's centre ({title[1]})"))
             curves = [("SR", metrics["slice_psnr_db"], (31, 119, 180))]
             if "cubic" in metrics:
                 curves.append(("CUBIC", metrics["cubic"]["slice_psnr_db"], (255, 127, 14)))
-            write_png(tmp / "slice_psnr.png", _curve_figure(curves))
-            figures.append(("slice_psnr.png", f"PSNR (dB) per slice along voxel axis {metrics['axis']}"))
-            sources = {"reference (HR)": ref_name, "prediction (SR)": pred_name}
-            if low_resolution is not None:
-                sources["low resolution (LR)"] = volume_name(low_resolution, "low resolution")
+            x_title = slice_axis_title(reference.affine, int(metrics["axis"]))
+            write_png(tmp / "slice_psnr.png", _curve_figure(curves, x_title))
+            figures.append(("slice_psnr.png", f"PSNR (dB) per slice; x: {x_title}"))
             metrics_json = json.dumps(json_ready(metrics, nan=None), indent=2) + "\n"
             (tmp / "metrics.json").write_text(metrics_json, encoding="utf-8")
             (tmp / "index.html").write_text(
-                _html(f"mrisr evaluation: {Path(pred_name).name}", metrics, figures, columns, sources),
+                _html(f"mrisr evaluation: {Path(pred_name).name}", metrics, figures, columns, sources, window,
+                      err_max),
                 encoding="utf-8")
     except BaseException:
         if aside is not None and not os.path.lexists(folder):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -113,3 +115,57 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert all(p.is_file() for p in _images(tmp_path / "rep"))
     assert cli.main(["evaluate", "--reference", paths[0], "--prediction", paths[2],
                      "--report", str(tmp_path / "rep")]) == 2
+
+
+def _inputs(folder: Path) -> dict[str, str]:
+    """The page's list of inputs: HR, LR, CUBIC, SR -> the path or description it names."""
+    text = (folder / "index.html").read_text(encoding="utf-8")
+    return {role: html.unescape(value) for role, value in
+            re.findall(r"<li>[^<]*\((HR|LR|CUBIC|SR)\): <code>([^<]*)</code></li>", text)}
+
+
+def test_cli_report_names_its_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mrisr import cli
+    from mrisr.io import save
+
+    hr, lr, sr = _triple()
+    paths = [str(save(v, tmp_path / f"{n}.nii.gz")) for v, n in ((hr, "hr"), (lr, "lr"), (sr, "sr"))]
+    assert cli.main(["evaluate", "--reference", paths[0], "--prediction", paths[2], "--low-resolution", paths[1],
+                     "--report", str(tmp_path / "rep")]) == 0, capsys.readouterr().err
+    named = _inputs(tmp_path / "rep")
+    assert set(named) == {"HR", "LR", "CUBIC", "SR"}
+    assert (named["HR"], named["LR"], named["SR"]) == tuple(paths)
+    assert "tricubic" in named["CUBIC"] and paths[1] in named["CUBIC"]
+    assert "<title>mrisr evaluation: sr.nii.gz</title>" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def test_report_does_not_name_an_in_memory_result_by_its_input(tmp_path: Path) -> None:
+    from mrisr.io import load, save
+
+    hr, lr, sr = _triple()
+    hr = load(save(hr, tmp_path / "hr.nii.gz"))
+    lr = load(save(lr, tmp_path / "lr.nii.gz"))
+    sr = sr.replace(meta=lr.meta)  # as mrisr.infer.upscale returns it: the input's meta, source_paths included
+    named = _inputs(write_report(tmp_path / "a", hr, sr, low_resolution=lr))
+    assert named["HR"] == str(tmp_path / "hr.nii.gz") and named["LR"] == str(tmp_path / "lr.nii.gz")
+    assert str(tmp_path / "lr.nii.gz") != named["SR"] and "in memory" in named["SR"]
+    given = {"prediction": "sr_mrisr.nii.gz", "cubic": "tricubic.nii.gz"}
+    named = _inputs(write_report(tmp_path / "b", hr, sr, low_resolution=lr, names=given))
+    assert (named["SR"], named["CUBIC"]) == ("sr_mrisr.nii.gz", "tricubic.nii.gz")
+
+
+@pytest.mark.parametrize("order", [0, 13, 30, 47])  # axes permuted and flipped
+def test_report_names_the_planes_of_any_voxel_order(tmp_path: Path, order: int) -> None:
+    hr = phantom(order=order, shape=(24, 20, 16), spacing=(1.0, 1.0, 1.0), dtype="float32")
+    sr = hr.replace(array=np.asarray(hr.array) + np.float32(5.0))
+    folder = write_report(tmp_path / "report", hr, sr)
+    images = _images(folder)
+    assert [p.name for p in images] == ["view_0.png", "view_1.png", "view_2.png", "slice_psnr.png"]
+    assert all(_png_size(p)[0] > 0 for p in images)
+    text = (folder / "index.html").read_text(encoding="utf-8")
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", text)
+    planes = [next(name for name in ("axial", "coronal", "sagittal") if name in c) for c in captions[:3]]
+    assert sorted(planes) == ["axial", "coronal", "sagittal"]
+    assert all("radiological" in c for c in captions[:3])
+    assert "slice index along voxel axis 2" in captions[3] and "mm apart" in captions[3]
+    assert "radiological" in text and "colour bar" in text
