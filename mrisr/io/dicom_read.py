@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError, MrisrError
 from ..volume import Volume
-from .dicom_series import SeriesInfo, describe, group_candidates, pick, stack_volumes
+from .dicom_series import SeriesInfo, describe, fit_slice_grid, group_candidates, pick, stack_volumes
 from .dicom_slices import (
     DICOMDIR_SOP_CLASS,
     UNKNOWN_SERIES,
@@ -172,7 +172,10 @@ def read_dicom(
     Returns:
         ``Volume`` with array ``(C, X, Y, Z)``: X along a row (DICOM columns), Y down
         the columns (DICOM rows), Z along the slice normal; one channel per volume
-        of a 4D series (echo, time point, diffusion direction).
+        of a 4D series (echo, time point, diffusion direction). With more than one slice,
+        ``meta["slice_grid"]`` holds the slice grid fitted to the positions: ``spacing_mm``,
+        ``max_residual_mm`` (a slice's largest distance from its place, along the normal),
+        ``n_slices`` and ``fit`` ("end slices" or "least squares").
     """
     records, datasets = scan_records(files, where, strict)
     candidates = group_candidates(records)
@@ -205,6 +208,8 @@ def read_dicom(
         "channels": keys,
         "series_found": [describe(c) for c in candidates],
     }
+    if len(volumes[0]) > 1:  # spacing_mm, max_residual_mm, n_slices, fit (see SliceGrid.meta)
+        meta["slice_grid"] = fit_slice_grid(volumes[0]).meta()
     return Volume(array, affine, meta)
 
 

@@ -4,9 +4,10 @@ Rules (DESIGN.md, "DICOM in"):
 - group by SeriesInstanceUID, then orientation and matrix (pixel spacing included);
 - split a candidate into volumes (echo, time, diffusion...) when slices repeat a position;
 - sort by the projection of ImagePositionPatient on the slice normal;
-- spacing from positions (span / (n - 1)), never from SliceThickness;
+- spacing from positions, never from SliceThickness: span / (n - 1), or a least-squares
+  grid where positions were rounded to 0.1 mm steps before being written with more decimals;
 - refuse missing or duplicated slices, non-uniform gaps and gantry tilt; accept the
-  jitter of positions rounded to the stored decimals (with a warning).
+  jitter of rounded positions (with one warning naming the largest residual).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import GeometryError, InputError
 from .dicom_slices import VOLUME_KEYS, SliceRecord
 from .lps import flip_lps_ras
 
-__all__ = ["SeriesCandidate", "SeriesInfo", "group_candidates", "stack_volumes"]
+__all__ = ["SeriesCandidate", "SeriesInfo", "SliceGrid", "fit_slice_grid", "group_candidates", "stack_volumes"]
 
 #: Direction cosines closer than this (per component) are the same orientation.
 ORIENTATION_ATOL = 1e-3
@@ -36,6 +37,15 @@ MAX_ROUNDING_MM = 0.25
 #: ... and never more than this fraction of the slice spacing (thin slices with coarsely
 #: rounded positions cannot be told from a missing slice, so they are refused).
 MAX_ROUNDING_OF_SPACING = 0.25
+#: The rounding step (mm) some scanners apply before writing more decimals: GE writes
+#: '-78.3063', '-79.3063', '-80.2063' (0.1 mm steps around a constant offset).
+COARSE_STEP_MM = 0.1
+#: A least-squares line through positions each off by at most E is off by at most this times
+#: E at any slice (the largest row sum of |hat matrix|, 5/3 at the ends of a long stack).
+LSQ_PLACE_FACTOR = 5.0 / 3.0
+#: ``SliceGrid.fit`` values: the line through the end slices, or the least-squares line.
+FIT_END_SLICES = "end slices"
+FIT_LEAST_SQUARES = "least squares"
 
 
 @dataclass
@@ -142,20 +152,47 @@ def _projection(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarra
     return np.array([float(r.position @ normal) for r in records])
 
 
-def _rounding_errors(records: Sequence[SliceRecord], normal: np.ndarray) -> np.ndarray:
-    """Per slice, the largest error (mm) of its position projected on ``normal`` that the
-    rounding of its stored strings can make: half a step per coordinate, weighted by the
-    normal. Coordinates constant along the stack cancel out of every check and are left
-    out; each error is capped at ``MAX_ROUNDING_MM / 2``: coarser is not rounding any more."""
+def _rounding_steps(records: Sequence[SliceRecord], normal: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Per slice and coordinate, the rounding step (mm) of its stored position, shape (n, 3).
+
+    The step of the stored decimals (``position_quanta``), raised to :data:`COARSE_STEP_MM`
+    for a coordinate whose every value lies a whole number of 0.1 mm steps (within
+    :data:`POSITION_NOISE_MM`) from the first slice's: rounded to 0.1 mm around a constant
+    offset, then written with more decimals (GE). The coarse step is assumed only while its
+    rounding (half a step per coordinate, projected on ``normal``) stays within
+    :data:`MAX_ROUNDING_OF_SPACING` of the smallest gap between distinct positions. Coordinates
+    constant along the stack are 0: they cancel out of every check.
+
+    Returns:
+        ``(steps, coarse)``: the steps, and whether any was raised to the coarse step.
+    """
     positions = np.array([r.position for r in records])
-    varying = np.ptp(positions, axis=0) > 0 if len(records) > 1 else np.ones(3, dtype=bool)
-    quanta = np.array([r.position_quanta for r in records]) * varying
-    return np.minimum(0.5 * quanta @ np.abs(normal), MAX_ROUNDING_MM / 2)
+    stored = np.array([r.position_quanta for r in records], dtype=np.float64)
+    if len(records) < 2:
+        return stored, False
+    varying = np.ptp(positions, axis=0) > 0
+    in_steps = (positions - positions[0]) / COARSE_STEP_MM
+    on_grid = varying & np.all(np.abs(in_steps - np.round(in_steps)) * COARSE_STEP_MM <= POSITION_NOISE_MM, axis=0)
+    coarse = np.where(on_grid, COARSE_STEP_MM, 0.0)
+    gaps = np.diff(np.sort(positions @ normal))
+    distinct = gaps[gaps > POSITION_NOISE_MM]
+    if not distinct.size or 0.5 * float(coarse @ np.abs(normal)) > MAX_ROUNDING_OF_SPACING * float(distinct.min()):
+        coarse[:] = 0.0
+    steps = np.maximum(stored, coarse) * varying
+    return steps, bool(np.any(steps > stored * varying))
+
+
+def _rounding_errors(steps: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Per slice, the largest error (mm) of its position projected on ``normal`` that rounding
+    to ``steps`` (n, 3) can make: half a step per coordinate, weighted by the normal; each
+    capped at ``MAX_ROUNDING_MM / 2``: coarser is not rounding any more."""
+    return np.minimum(0.5 * steps @ np.abs(normal), MAX_ROUNDING_MM / 2)
 
 
 def _position_tolerance(records: Sequence[SliceRecord], normal: np.ndarray) -> float:
     """How far (mm) two stored positions of one place may differ by rounding alone."""
-    return POSITION_NOISE_MM + 2.0 * float(np.max(_rounding_errors(records, normal)))
+    steps, _ = _rounding_steps(records, normal)
+    return POSITION_NOISE_MM + 2.0 * float(np.max(_rounding_errors(steps, normal)))
 
 
 def _valid_split(
@@ -263,13 +300,81 @@ def _sort_key(keys: dict[str, Any]) -> tuple:
     return tuple(one(v) for v in keys.values())
 
 
-def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[SliceRecord], np.ndarray]:
+@dataclass(frozen=True)
+class SliceGrid:
+    """The uniform grid ``origin + k * step * normal`` (LPS, mm) fitted to a sorted stack.
+
+    Attributes:
+        origin: (3,) LPS mm, the grid place of slice 0 (first along the normal).
+        step: slice spacing (mm) along the normal.
+        residuals: (n,) mm, each slice's position projected on the normal minus its place.
+        errors: (n,) mm, the largest projected error rounding of each stored position explains.
+        steps: (n, 3) mm, the rounding step of each position's coordinates (see ``_rounding_steps``).
+        fit: :data:`FIT_END_SLICES` (span / (n - 1) from the first slice's position: positions
+            exact to their stored decimals, as SimpleITK reads them) or :data:`FIT_LEAST_SQUARES`
+            (positions rounded more coarsely than their decimals: the least-squares line through
+            all positions, ``p_k = origin + k * step * normal``, averages their rounding out).
+    """
+
+    origin: np.ndarray
+    step: float
+    residuals: np.ndarray
+    errors: np.ndarray
+    steps: np.ndarray
+    fit: str
+
+    def meta(self) -> dict[str, Any]:
+        """``meta["slice_grid"]``: ``spacing_mm`` (the fitted slice spacing), ``max_residual_mm``
+        (the largest distance of a slice from its place on that grid, along the normal),
+        ``n_slices`` and ``fit`` ("least squares" or "end slices")."""
+        return {
+            "spacing_mm": float(self.step),
+            "max_residual_mm": float(np.max(np.abs(self.residuals))),
+            "n_slices": int(len(self.residuals)),
+            "fit": self.fit,
+        }
+
+
+def fit_slice_grid(ordered: Sequence[SliceRecord]) -> SliceGrid:
+    """The uniform grid of a stack sorted along its normal (at least 2 slices); no checks.
+
+    Positions whose rounding the stored decimals explain: span / (n - 1) and the first slice's
+    position. Positions rounded to 0.1 mm around an offset (more decimals written than kept):
+    the least-squares fit of all positions, ``d_k = a + k * step`` along the normal and the mean
+    in-plane position, which averages every slice's rounding out instead of keeping the end
+    slices' (up to 0.09 mm each).
+    """
+    normal = ordered[0].normal
+    positions = np.array([r.position for r in ordered])
+    d = positions @ normal
+    n = len(d)
+    k = np.arange(n, dtype=np.float64)
+    steps, coarse = _rounding_steps(ordered, normal)
+    errors = _rounding_errors(steps, normal)
+    if coarse:
+        kc = k - k.mean()
+        step = float(kc @ (d - d.mean()) / (kc @ kc))
+        origin = positions.mean(axis=0) - k.mean() * step * normal
+        fit = FIT_LEAST_SQUARES
+    else:
+        step = float((d[-1] - d[0]) / (n - 1))
+        origin = positions[0].copy()
+        fit = FIT_END_SLICES
+    residuals = d - (float(origin @ normal) + k * step)
+    return SliceGrid(origin, step, residuals, errors, steps, fit)
+
+
+def stack_geometry(
+    slices: Sequence[SliceRecord], where: Path, warn: bool = True
+) -> tuple[list[SliceRecord], np.ndarray]:
     """Sort one volume's slices along the normal and compute its RAS affine.
 
     The affine's columns are ``row_cosine * column spacing``, ``col_cosine * row
-    spacing`` and ``normal * slice spacing`` (LPS), its origin the position of the
-    first slice along the normal; then LPS -> RAS. Slice spacing is the span of the
-    projections on the normal divided by ``n - 1``.
+    spacing`` and ``normal * slice spacing`` (LPS), its origin the place of the first
+    slice along the normal; then LPS -> RAS. Slice spacing and origin come from
+    :func:`fit_slice_grid` (span / (n - 1), or the least-squares grid of coarsely rounded
+    positions). ``warn``: warn about jittering positions (False for the second and later
+    volumes of a series: they share the first one's grid).
 
     Raises:
         GeometryError: missing slices, non-uniform spacing or gantry tilt.
@@ -281,6 +386,7 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
     ordered = [slices[i] for i in order]
     d = d[order]
     n = len(ordered)
+    origin = ordered[0].position
     if n == 1:
         step = first.slice_thickness or first.spacing_between_slices
         if not step or step <= 0:
@@ -290,40 +396,59 @@ def stack_geometry(slices: Sequence[SliceRecord], where: Path) -> tuple[list[Sli
             )
             step = 1.0
     else:
-        step = (d[-1] - d[0]) / (n - 1)
-        _check_spacing(ordered, d, step, _rounding_errors(ordered, normal), where)
-        _check_tilt(ordered, normal, where)
+        grid = fit_slice_grid(ordered)
+        _check_tilt(ordered, normal, grid.steps, where)  # first: a refused stack gives no jitter warning
+        _check_spacing(ordered, d, grid, where, warn)
+        step, origin = grid.step, grid.origin
     row_spacing, col_spacing = first.pixel_spacing
     lps = np.eye(4)
     lps[:3, 0] = first.row_cosine * col_spacing
     lps[:3, 1] = first.col_cosine * row_spacing
     lps[:3, 2] = normal * step
-    lps[:3, 3] = ordered[0].position
+    lps[:3, 3] = origin
     return ordered, flip_lps_ras(lps)
 
 
 def _check_spacing(
-    ordered: Sequence[SliceRecord], d: np.ndarray, step: float, errors: np.ndarray, where: Path
+    ordered: Sequence[SliceRecord], d: np.ndarray, grid: SliceGrid, where: Path, warn: bool = True
 ) -> None:
-    """Every slice at its place on the uniform grid ``d[0] + k * step``, and every gap equal
-    to ``step``, within what rounding of the stored positions explains.
+    """Every slice at its place on the fitted grid, and every gap equal to its step, within
+    what rounding of the stored positions explains.
 
-    ``errors`` (mm, per slice) bound each projected position's rounding. A slice's residual
-    from the line through the end slices is bounded by its own error plus the larger end
-    error; a gap by its two slices' errors plus the step's own. Places catch small errors
-    that add up along the stack; gaps catch a single jump spread over the line. Both bounds
-    are capped at a quarter of the spacing.
+    ``d`` (n,) are the sorted projections on the normal (mm); ``grid.errors`` bound each one's
+    rounding, E_k. A slice's residual is bounded by E_k plus the error of the fitted line at
+    its place: the larger end error for the line through the end slices, 5/3 of the largest
+    error for the least-squares line. A gap is bounded by its two slices' errors plus the
+    step's own (2 * ends / (n - 1), resp. 3n / (n^2 - 1) times the largest error). Places
+    catch small errors that add up along the stack; gaps catch a single jump spread over the
+    line. Both bounds are capped at ``MAX_ROUNDING_MM`` and at a quarter of the spacing.
+    Accepted jitter gives one warning (when ``warn``) naming the largest residual.
     """
     n = len(d)
-    ends = max(errors[0], errors[-1])
-    cap = MAX_ROUNDING_OF_SPACING * step
-    place_tol = np.minimum(errors + ends, cap) + POSITION_NOISE_MM
-    gap_tol = np.minimum(errors[:-1] + errors[1:] + 2 * ends / (n - 1), cap) + POSITION_NOISE_MM
-    residual = d - (d[0] + step * np.arange(n))
+    step, errors = grid.step, grid.errors
+    if grid.fit == FIT_LEAST_SQUARES:
+        line = LSQ_PLACE_FACTOR * float(errors.max())
+        step_error = 3.0 * n / (n * n - 1) * float(errors.max())
+    else:
+        line = float(max(errors[0], errors[-1]))
+        step_error = 2.0 * line / (n - 1)
+    cap = min(MAX_ROUNDING_MM, MAX_ROUNDING_OF_SPACING * step)
+    place_tol = np.minimum(errors + line, cap) + POSITION_NOISE_MM
+    gap_tol = np.minimum(errors[:-1] + errors[1:] + step_error, cap) + POSITION_NOISE_MM
+    residual = grid.residuals
     gaps = np.diff(d)
+    worst = float(np.max(np.abs(residual)))
     if np.all(np.abs(residual) <= place_tol) and np.all(np.abs(gaps - step) <= gap_tol):
-        worst = float(np.max(np.abs(residual)))
-        if worst > POSITION_NOISE_MM:
+        if not warn or worst <= POSITION_NOISE_MM:
+            return
+        if grid.fit == FIT_LEAST_SQUARES:
+            warnings.warn(
+                f"{where}: slice positions jitter by up to {worst:.3f} mm ({100 * worst / step:.1f}% of the"
+                f" spacing) off a uniform grid, as with positions rounded to {COARSE_STEP_MM:g} mm steps"
+                f" (coarser than their stored decimals); using the least-squares grid, spacing {step:.4f} mm",
+                stacklevel=4,
+            )
+        else:
             warnings.warn(
                 f"{where}: slice positions jitter by up to {worst:.3f} mm ({100 * worst / step:.1f}% of the"
                 f" spacing), as with positions rounded to the stored decimals; using span / (n - 1) = {step:.4f} mm",
@@ -342,7 +467,6 @@ def _check_spacing(
             where,
             "export the complete series; every slice must be present",
         )
-    worst = float(np.max(np.abs(residual)))
     raise GeometryError(
         f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm, a slice up to"
         f" {worst:.3f} mm off a uniform grid (largest gap change between {a} and {b})",
@@ -351,17 +475,18 @@ def _check_spacing(
     )
 
 
-def _check_tilt(ordered: Sequence[SliceRecord], normal: np.ndarray, where: Path) -> None:
+def _check_tilt(ordered: Sequence[SliceRecord], normal: np.ndarray, steps: np.ndarray, where: Path) -> None:
     """The line through the slice positions runs along the normal (no gantry tilt).
 
-    Allowed drift off the normal: rounding of the two end positions (half a step per
-    coordinate each) plus the direction error of a rounded ImageOrientationPatient
-    (about two steps per unit length) over the span, and at least 0.01 mm.
+    Allowed drift off the normal: rounding of the two end positions to ``steps`` (n, 3; half
+    a step per coordinate each: up to 0.17 mm for 0.1 mm steps on all three) plus the
+    direction error of a rounded ImageOrientationPatient (about two steps per unit length)
+    over the span, and at least 0.01 mm.
     """
     first, last = ordered[0], ordered[-1]
     span = last.position - first.position
     off_axis = float(np.linalg.norm(span - (span @ normal) * normal))
-    rounding = 0.5 * float(np.linalg.norm(first.position_quanta) + np.linalg.norm(last.position_quanta))
+    rounding = 0.5 * float(np.linalg.norm(steps[0]) + np.linalg.norm(steps[-1]))
     orientation = 2.0 * max(first.orientation_quantum, last.orientation_quantum) * float(np.linalg.norm(span))
     if off_axis > max(0.01, rounding + orientation + POSITION_NOISE_MM):
         angle = np.degrees(np.arctan2(off_axis, abs(span @ normal)))
@@ -387,7 +512,7 @@ def stack_volumes(
         )
     ordered, affine = [], None
     for volume in volumes:
-        sorted_slices, vol_affine = stack_geometry(volume, where)
+        sorted_slices, vol_affine = stack_geometry(volume, where, warn=affine is None)
         if affine is None:
             affine = vol_affine
         elif not np.allclose(vol_affine, affine, atol=_position_tolerance(volume, volume[0].normal)):
