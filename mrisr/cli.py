@@ -78,8 +78,41 @@ def _format_info(path: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _series_rows(found: Sequence[Any]) -> list[dict[str, Any]]:
+    """``info``'s listing of the series in an input: id, description, slices, orientation, spacing."""
+    return [{**s.as_dict(), "summary": s.summary(), "plane": s.plane()} for s in found]
+
+
+def _format_series_listing(path: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"path        {path}",
+             f"series      {len(rows)} found; `mrisr info PATH --series ID` shows one's geometry",
+             f"  {'#':>4s}  {'description':24s} {'slices':>10s}  {'orientation':28s} {'axes':4s} "
+             f"{'spacing (mm)':22s} id"]
+    for r in rows:
+        count = r["n_slices"] or r["n_images"]
+        slices = f"{count}" + (f" x {r['n_volumes']}" if r["n_volumes"] and r["n_volumes"] > 1 else "")
+        spacing = " x ".join(f"{v:.3g}" for v in r["spacing"]) if r["spacing"] else "-"
+        number = "?" if r["number"] is None else str(r["number"])
+        lines.append(f"  {number:>4s}  {r['description'][:24]:24s} {slices:>10s}  {r['plane'][:28]:28s} "
+                     f"{r['axcodes']:4s} {spacing:22s} {r['id']}")
+        if r["problem"]:
+            lines.append(f"  {'':4s}  would not load: {r['problem']}")
+    return "\n".join(lines)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    volume = load(args.path, series=args.series)
+    from .errors import SeveralSeriesError
+
+    try:
+        volume = load(args.path, series=args.series)
+    except SeveralSeriesError as exc:  # a folder of several series: list them, that is the information asked for
+        rows = _series_rows(exc.series)
+        if args.json:
+            print(json.dumps({"path": str(args.path), "format": "dicom", "series_id": None, "series": rows},
+                             indent=2))
+        else:
+            print(_format_series_listing(str(args.path), rows))
+        return 0
     series = [dict(s.as_dict(), summary=s.summary()) for s in volume.meta.get("series_found", [])]
     summary = info_summary(volume, series)
     if args.json:

@@ -6,11 +6,14 @@ CLI can print it as one line: ``<where>: <problem>. Fix: <fix>``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
+from typing import Any
 
 __all__ = [
     "MrisrError",
     "InputError",
+    "SeveralSeriesError",
     "GeometryError",
     "OutputError",
     "ProtocolError",
@@ -44,6 +47,16 @@ class MrisrError(Exception):
 
 class InputError(MrisrError, ValueError):
     """An input file or argument cannot be read or is not what it must be."""
+
+
+class SeveralSeriesError(InputError):
+    """An input holds several DICOM series and none was named; ``series`` lists them
+    (:class:`mrisr.io.SeriesInfo`), so that a caller can show the choice instead of failing."""
+
+    def __init__(self, problem: str, path: str | PathLike[str] | None = None, fix: str | None = None,
+                 series: Sequence[Any] = ()) -> None:
+        super().__init__(problem, path, fix)
+        self.series = list(series)
 
 
 class GeometryError(MrisrError, ValueError):

@@ -26,6 +26,7 @@ __all__ = [
     "Volume",
     "spacing",
     "axcodes",
+    "slice_plane",
     "world_corners",
     "fov_affine",
     "crop_affine",
@@ -126,6 +127,35 @@ def spacing(affine: np.ndarray) -> np.ndarray:
 def axcodes(affine: np.ndarray) -> tuple[str, str, str]:
     """Closest RAS axis code per voxel axis, e.g. ``('L', 'I', 'A')`` (nibabel's rule)."""
     return tuple(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))  # type: ignore[return-value]
+
+
+#: The anatomical plane perpendicular to each RAS direction code.
+PLANE_NAMES = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+#: The RAS world axis (0: x, 1: y, 2: z) of each direction code.
+WORLD_AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+
+
+def slice_plane(affine: np.ndarray, axis: int) -> tuple[str, float]:
+    """The anatomical plane that the planes perpendicular to voxel ``axis`` are closest to.
+
+    The name comes from the RAS direction closest to ``axis`` (nibabel's axis codes, one world
+    axis per voxel axis, so oblique volumes work): S/I axial, A/P coronal, R/L sagittal.
+
+    Args:
+        affine: ``(4, 4)`` voxel -> RAS (mm).
+        axis: the voxel axis (0, 1 or 2) the planes are perpendicular to (2 for a DICOM stack).
+
+    Returns:
+        ``(name, tilt_deg)``: ``"axial"``, ``"coronal"`` or ``"sagittal"``, and the angle (degrees)
+        between the planes' normal and that anatomical plane's normal (0 when aligned).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    code = axcodes(affine)[axis]
+    rest = [a for a in range(3) if a != axis]
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    normal = np.cross(columns[:, rest[0]], columns[:, rest[1]])
+    cosine = abs(float(normal[WORLD_AXIS[code]])) / max(float(np.linalg.norm(normal)), 1e-12)
+    return PLANE_NAMES[code], float(np.degrees(np.arccos(min(cosine, 1.0))))
 
 
 def world_corners(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -172,3 +172,81 @@ def test_a_fresh_process_refuses_a_read_only_output_within_two_seconds(scan, rea
     assert result.returncode == 2, result.stderr
     assert "cannot write in" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert seconds < 2.0, f"{seconds:.2f} s"
+
+
+# --- mrisr info on a folder of several series --------------------------------------------------
+
+
+def test_info_lists_the_series_of_a_folder(capsys, tmp_path) -> None:
+    from dicom_factory import write_series
+    from pydicom.uid import generate_uid
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "study"
+    axial = np.diag([-0.9, -0.9, 3.0, 1.0])  # RAS: L-R flipped, P-A flipped (LPS-like rows), 3 mm axial slices
+    coronal = np.array([[-0.8, 0, 0, 0], [0, 0, 4.0, 0], [0, -0.8, 0, 0], [0, 0, 0, 1.0]])  # 4 mm coronal slices
+    uids = generate_uid(), generate_uid()
+    write_series(folder, rng.integers(0, 500, (10, 12, 6)), axial, series_uid=uids[0], series_number=2,
+                 description="T1 axial", name_prefix="A")
+    write_series(folder, rng.integers(0, 500, (8, 9, 5)), coronal, series_uid=uids[1], series_number=5,
+                 description="T2 coronal", name_prefix="B")
+
+    capsys.readouterr()
+    assert cli.main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "2 found" in out and "T1 axial" in out and "T2 coronal" in out and uids[0] in out and uids[1] in out
+    assert cli.main(["info", str(folder), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["series"]
+    by_id = {s["id"]: s for s in listed}
+    first, second = by_id[uids[0]], by_id[uids[1]]
+    assert (first["n_slices"], first["orientation"], first["description"]) == (6, "axial", "T1 axial")
+    assert first["spacing"] == pytest.approx([0.9, 0.9, 3.0])
+    assert (second["n_slices"], second["orientation"]) == (5, "coronal")
+    assert second["spacing"] == pytest.approx([0.8, 0.8, 4.0])
+    for s in listed:  # the orientation agrees with what loading the series gives
+        volume = load(folder, series=s["id"])
+        assert "".join(volume.axcodes) == s["axcodes"]
+        assert list(volume.spacing) == pytest.approx(s["spacing"])
+    assert cli.main(["info", str(folder), "--series", uids[1], "--json"]) == 0  # one series: its geometry
+    assert json.loads(capsys.readouterr().out)["shape"] == [8, 9, 5]
+
+
+# --- the fitted slice grid reaches the sidecars -------------------------------------------------
+
+
+def _ge_like_series(folder: Path) -> Path:
+    """A 0.9 x 0.9 x 3 mm axial series whose positions are rounded to 0.1 mm around a constant offset."""
+    from dicom_factory import LPS_TO_RAS, write_series
+
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = [0.9, 0, 0], [0, 0.9 * 0.99, 0.9 * 0.141]
+    lps[:3, 2], lps[:3, 3] = [0, -3.0 * 0.141, 3.0 * 0.99], [-5.0, -8.0, -4.0]
+    affine = LPS_TO_RAS @ lps
+    k = np.arange(8)[:, None]
+    offset = np.array([0.0437, 0.0937, 0.0412])
+    true = lps[:3, 3] + k * lps[:3, 2]
+    stored = np.round((true - offset) / 0.1) * 0.1 + offset
+    data = np.random.default_rng(1).integers(50, 500, (12, 12, 8))
+    write_series(folder, data, affine, positions=stored, position_decimals=4)
+    return folder
+
+
+def test_the_fitted_slice_grid_is_in_every_sidecar(capsys, tmp_path) -> None:
+    series = _ge_like_series(tmp_path / "ge")
+    with pytest.warns(UserWarning, match="mm"):
+        volume = load(series)
+    grid = volume.meta["slice_grid"]
+    assert grid["spacing_mm"] == pytest.approx(3.0, abs=0.01) and grid["max_residual_mm"] > 0.001
+    assert cli.main(["simulate", str(series), "-o", str(tmp_path / "lr.nii.gz"), "--protocol", "thick-slice-x4",
+                     "--quiet"]) == 0
+    simulated = json.loads((tmp_path / "lr.json").read_text())
+    assert simulated["input"]["slice_grid"] == pytest.approx(grid)
+
+    from mrisr.infer.job import LoadedModel, upscale_file
+    from mrisr.nets import VDSR
+
+    model = LoadedModel(VDSR(2, features=4, depth=2).eval(), {}, "tiny", "cpu")
+    with pytest.warns(UserWarning):
+        upscale_file(series, tmp_path / "sr.nii.gz", model=model, device="cpu")
+    upscaled = json.loads((tmp_path / "sr.json").read_text())
+    assert upscaled["input"]["slice_grid"] == pytest.approx(grid)

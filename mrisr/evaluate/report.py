@@ -41,7 +41,7 @@ from ..errors import OutputError
 from ..export.sidecar import json_ready
 from ..io.atomic import _sibling, atomic_output
 from ..preprocess import pre_upsample
-from ..volume import Volume, axcodes, spacing
+from ..volume import PLANE_NAMES, Volume, axcodes, slice_plane, spacing
 from .metrics import check_same_grid, evaluate, resolve_mask, volume_name
 
 __all__ = ["write_report", "write_png", "CONVENTION", "PlaneLayout", "plane_layout", "oriented_plane", "edge_labels",
@@ -55,10 +55,6 @@ _REPORT_FILES = (".png", ".html", ".json")
 CONVENTION = "radiological"
 #: The opposite of each RAS direction code (nibabel's axis codes: the direction an index increases towards).
 _OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
-#: The anatomical plane perpendicular to each direction.
-_PLANE_NAME = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
-#: The RAS world axis (0: x, 1: y, 2: z) of each direction.
-_WORLD_AXIS = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
 #: Radiological display of each plane: (the patient direction on the image's left, the one at its top).
 _DISPLAY = {"axial": ("R", "A"), "coronal": ("R", "S"), "sagittal": ("A", "S")}
 #: The convention in words, as each figure states it.
@@ -142,16 +138,13 @@ def plane_layout(affine: np.ndarray, axis: int) -> PlaneLayout:
     """
     affine = np.asarray(affine, dtype=np.float64)
     codes = axcodes(affine)
-    name = _PLANE_NAME[codes[axis]]
+    name, tilt = slice_plane(affine, axis)
     left, top = _DISPLAY[name]
     rest = [a for a in range(3) if a != axis]
     across = next(a for a in rest if codes[a] in (left, _OPPOSITE[left]))
     down = next(a for a in rest if a != across)
-    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    normal = np.cross(columns[:, rest[0]], columns[:, rest[1]])
-    cosine = abs(float(normal[_WORLD_AXIS[codes[axis]]])) / max(float(np.linalg.norm(normal)), 1e-12)
     return PlaneLayout(
-        axis=axis, name=name, tilt_deg=math.degrees(math.acos(min(cosine, 1.0))),
+        axis=axis, name=name, tilt_deg=tilt,
         across=across, across_reversed=codes[across] == left,  # an index increasing towards the left side
         down=down, down_reversed=codes[down] == top,  # an index increasing towards the top
         sides={"left": left, "right": _OPPOSITE[left], "top": top, "bottom": _OPPOSITE[top]},
@@ -195,7 +188,7 @@ def slice_axis_title(affine: np.ndarray, axis: int) -> str:
     """The per-slice PSNR curve's x-axis title: the voxel axis, its slices' plane, direction and spacing (mm)."""
     code = axcodes(np.asarray(affine, dtype=np.float64))[axis]
     step = float(spacing(np.asarray(affine, dtype=np.float64))[axis])
-    return (f"slice index along voxel axis {axis} ({_PLANE_NAME[code]} slices, {_OPPOSITE[code]} to {code}, "
+    return (f"slice index along voxel axis {axis} ({PLANE_NAMES[code]} slices, {_OPPOSITE[code]} to {code}, "
             f"{step:.3g} mm apart)")
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GeometryError, InputError
+from ..errors import GeometryError, InputError, SeveralSeriesError
+from ..volume import axcodes, slice_plane
 from .dicom_slices import VOLUME_KEYS, SliceRecord
 from .lps import flip_lps_ras
 
@@ -78,9 +79,24 @@ class SeriesInfo:
     matrix: tuple[int, int]
     n_files: int
     image_type: str = ""
+    #: The anatomical plane of the slices (``axial``, ``coronal``, ``sagittal``) and its tilt (degrees).
+    orientation: str = ""
+    tilt_deg: float | None = None
+    #: RAS axis codes of the voxel axes (columns, rows, slices), e.g. ``"LPS"``; spacing (mm) along them.
+    axcodes: str = ""
+    spacing: tuple[float, float, float] | None = None
+    #: Why the series would not load (a missing slice, tilt...), else empty.
+    problem: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def plane(self) -> str:
+        """The orientation in words: ``axial``, or ``coronal (12.0 deg oblique)``."""
+        if not self.orientation:
+            return "?"
+        tilt = self.tilt_deg or 0.0
+        return self.orientation if tilt < 0.5 else f"{self.orientation} ({tilt:.1f} deg oblique)"
 
     def summary(self) -> str:
         """One line: id, number, description, slice count."""
@@ -128,12 +144,23 @@ def group_candidates(records: Sequence[SliceRecord]) -> list[SeriesCandidate]:
 
 def describe(candidate: SeriesCandidate) -> SeriesInfo:
     """The :class:`SeriesInfo` of a candidate (volume split attempted, never raises)."""
+    first = candidate.first
+    problem = ""
     try:
         volumes, _ = split_volumes(candidate.records, Path("."))
         n_volumes, n_slices = len(volumes), len(volumes[0])
-    except GeometryError:
+    except GeometryError as exc:
         n_volumes = n_slices = None
-    first = candidate.first
+        volumes, problem = [[first]], exc.problem
+    with warnings.catch_warnings():  # describing is not loading: load() gives the warnings
+        warnings.simplefilter("ignore")
+        try:
+            _, affine = stack_geometry(volumes[0], Path("."), warn=False)
+            voxel: tuple[float, float, float] | None = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+        except GeometryError as exc:
+            _, affine = stack_geometry([first], Path("."), warn=False)  # one slice: the orientation still holds
+            voxel, problem = None, problem or exc.problem
+    plane, tilt = slice_plane(affine, 2)
     return SeriesInfo(
         id=candidate.id,
         series_uid=first.series_uid,
@@ -145,6 +172,11 @@ def describe(candidate: SeriesCandidate) -> SeriesInfo:
         matrix=(first.rows, first.cols),
         n_files=len({r.path for r in candidate.records}),
         image_type="\\".join(str(v) for v in first.keys.get("image_type") or ()),
+        orientation=plane,
+        tilt_deg=round(tilt, 3),
+        axcodes="".join(axcodes(affine)),
+        spacing=voxel,
+        problem=problem,
     )
 
 
@@ -531,11 +563,12 @@ def pick(candidates: Sequence[SeriesCandidate], series: str | None, where: Path)
     if series is None:
         if len(candidates) == 1:
             return candidates[0]
-        listing = "; ".join(describe(c).summary() for c in candidates)
-        raise InputError(
-            f"holds {len(candidates)} series: {listing}",
+        found = [describe(c) for c in candidates]
+        raise SeveralSeriesError(
+            f"holds {len(candidates)} series: {'; '.join(info.summary() for info in found)}",
             where,
             "pick one with --series UID (series=UID in Python)",
+            series=found,
         )
     matches = [c for c in candidates if series in (c.id, c.first.series_uid)]
     if len(matches) == 1:
