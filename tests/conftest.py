@@ -178,3 +178,14 @@ def read_only_dir(tmp_path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(folder)], check=False)
         else:
             folder.chmod(0o755)
+
+
+@pytest.fixture
+def quiet_itk() -> Iterator[None]:
+    """ITK prints its own warnings (non-uniform sampling of rounded positions) on stderr; tests
+    that compare with SimpleITK check the geometry instead."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    yield
+    sitk.ProcessObject_SetGlobalWarningDisplay(True)

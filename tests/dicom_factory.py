@@ -17,6 +17,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
+def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Distinct-looking int16 values, so that any axis mix-up shows."""
+    return np.random.default_rng(seed).integers(-1000, 3000, shape).astype(np.int16)
+
+
 def lps_geometry(affine_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row cosine, column cosine, (row spacing, col spacing), slice step vector) in LPS
     for an affine whose voxel axes are (column index, row index, slice)."""

@@ -23,6 +23,7 @@ from dicom_factory import (
     LPS_TO_RAS,
     corner_distance,
     dcm2niix_images,
+    seeded_data,
     sitk_series,
     tag_corners,
     write_series,
@@ -37,19 +38,7 @@ from mrisr.volume import Volume, canonical, world_corners
 SHAPE = (16, 12, 8)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_itk():
-    """ITK prints its own warnings (non-uniform sampling) on stderr; the tests check geometry instead."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    yield
-    sitk.ProcessObject_SetGlobalWarningDisplay(True)
-
-
-def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    """Distinct-looking int16 values, so that any axis mix-up shows."""
-    return np.random.default_rng(seed).integers(-1000, 3000, shape).astype(np.int16)
+pytestmark = pytest.mark.usefixtures("quiet_itk")
 
 
 def assert_same_voxels(a_array: np.ndarray, a_affine: np.ndarray, b_array: np.ndarray, b_affine: np.ndarray,

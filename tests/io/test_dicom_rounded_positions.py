@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import phantom_affine, refused
-from dicom_factory import LPS_TO_RAS, corner_distance, sitk_series, write_series
+from dicom_factory import LPS_TO_RAS, corner_distance, seeded_data, sitk_series, write_series
 
 from mrisr.errors import GeometryError
 from mrisr.io import load
@@ -26,18 +26,7 @@ MATRIX = (8, 8)
 STEP_MM = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _quiet_itk():
-    """ITK warns on stderr about non-uniform sampling of rounded positions; the tests check geometry."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    yield
-    sitk.ProcessObject_SetGlobalWarningDisplay(True)
-
-
-def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-1000, 3000, shape).astype(np.int16)
+pytestmark = pytest.mark.usefixtures("quiet_itk")
 
 
 def round_around(positions: np.ndarray, offset: np.ndarray) -> np.ndarray:
