@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from .discover import Item, discover, item_files, plan_json, plan_table
 from .ledger import LEDGER_NAME, Ledger, item_key, params_hash
-from .runner import BatchOptions, Plan, plan_batch, run_batch
+from .runner import BatchInterrupted, BatchOptions, Plan, plan_batch, run_batch
 
 __all__ = [
     "Item", "discover", "item_files", "plan_json", "plan_table", "Ledger", "LEDGER_NAME", "item_key", "params_hash",
-    "BatchOptions", "Plan", "plan_batch", "run_batch",
+    "BatchOptions", "BatchInterrupted", "Plan", "plan_batch", "run_batch",
 ]

@@ -2,9 +2,10 @@
 
 A backend takes :class:`~mrisr.batch.worker.Task` objects (``submit``, at most ``capacity``
 in flight) and hands back :class:`~mrisr.batch.worker.Result` objects (``results``, blocking
-until at least one is ready). The coordinator (:mod:`mrisr.batch.runner`) owns the ledger
-and the order of work; a backend only runs tasks. The Ray backend
-(:mod:`mrisr.batch.ray_backend`) has the same shape.
+until at least one is ready). On Ctrl-C the coordinator calls ``interrupt``: every worker is
+stopped at once (killed, not waited for) and the results already finished are handed back.
+The coordinator (:mod:`mrisr.batch.runner`) owns the ledger and the order of work; a backend
+only runs tasks. The Ray backend (:mod:`mrisr.batch.ray_backend`) has the same shape.
 
 Local pool: a ``ProcessPoolExecutor`` with the spawn start method (no fork of a process that
 may hold CUDA or threads), whose initializer (:func:`~mrisr.batch.worker.init_worker`) loads
@@ -35,6 +36,8 @@ class Backend(Protocol):
     def submit(self, task: Task) -> None: ...
 
     def results(self) -> list[Result]: ...
+
+    def interrupt(self) -> list[Result]: ...
 
     def close(self) -> None: ...
 
@@ -88,6 +91,10 @@ class InProcess:
     def results(self) -> list[Result]:
         done, self._done = self._done, []
         return done
+
+    def interrupt(self) -> list[Result]:
+        """The finished results (Ctrl-C stopped the task running here already)."""
+        return self.results()
 
     def close(self) -> None:
         pass
@@ -151,6 +158,27 @@ class LocalPool:
             self._futures.clear()
             self._shutdown()
         return out
+
+    def interrupt(self) -> list[Result]:
+        """Kill every worker now (SIGKILL: a task may be deep in native code) and return the
+        results they had finished; the pool is started anew if more tasks come."""
+        ready = []
+        for future in self._futures:
+            if future.done() and not future.cancelled():
+                try:
+                    ready.append(future.result())
+                except Exception:  # the pool broke under it: no result to record
+                    pass
+        self._futures.clear()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join(timeout=10)
+            executor.shutdown(wait=True, cancel_futures=True)  # its threads see the workers gone, and end
+        return ready
 
     def _shutdown(self) -> None:
         if self._executor is not None:

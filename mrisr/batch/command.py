@@ -2,7 +2,9 @@
 
 The CLI module only registers it (``add_parser(sub, common)``); everything else is here.
 Errors are one line (``mrisr: error: ...``, exit 2), as for every mrisr command. A batch in
-which some items failed also exits 2, after its summary line, naming the summary file.
+which some items failed also exits 2, after its summary line, naming the summary file. A
+batch stopped by Ctrl-C (or SIGTERM) records where it stopped, writes its summary and exits
+130 (143) with one line saying how to resume.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, MrisrError
-from .outputs import FORMATS, LAYOUTS
+from .outputs import BIDS_ROOT, FORMATS, LAYOUTS
 
 __all__ = ["add_parser", "run_command", "BatchFailures"]
 
@@ -23,7 +25,8 @@ _DESCRIPTION = """\
 Super-resolve every scan found in folders, zip/tar archives and scan files: NIfTI, NRRD and
 MetaImage files, and every DICOM series. The work is recorded in a ledger inside OUT, so a
 rerun resumes: done items are skipped, failed ones retried up to --retries, interrupted ones
-redone. Exact duplicates (the same bytes) are done once.
+redone. Exact duplicates (the same bytes) are done once. Ctrl-C stops the workers at once,
+keeps what they finished, and writes the summary: rerun the same command to resume.
 """
 
 _EPILOG = """\
@@ -68,7 +71,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--retries", type=int, default=0, metavar="N",
                    help="retry a failed item up to N times, in this run and in reruns (default 0)")
     p.add_argument("--force", action="store_true", help="redo items already done, replacing their outputs")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (each item's output path); write nothing (an OUT that cannot be "
+                        "written is a warning, not an error)")
     p.add_argument("--json", action="store_true", help="print the plan, summary or status as JSON")
     p.add_argument("--status", type=Path, metavar="OUT", help="summarise the ledger(s) in OUT and stop")
     f = p.add_argument_group("filters")
@@ -109,7 +114,8 @@ def _status(args: argparse.Namespace) -> int:
     from .runner import ledger_files
 
     out = args.status
-    files = ledger_files(out) if out.is_dir() else []
+    # A BIDS dataset's own derivatives (-o DATASET --layout bids) keep their ledger in derivatives/mrisr.
+    files = (ledger_files(out) or ledger_files(out / BIDS_ROOT)) if out.is_dir() else []
     if not files:
         raise InputError("holds no batch ledger", out, "give the OUT folder of an mrisr batch run")
     status = ledger_status(files)
@@ -130,13 +136,23 @@ def run_command(args: argparse.Namespace) -> int:
         raise InputError("no output folder given", "-o", "add -o OUT (a folder for the results and the ledger)")
     options = _options(args)
     from .report import plan_dict, plan_table
-    from .runner import plan_batch, run_batch
+    from .runner import BatchInterrupted, plan_batch, run_batch
 
     if args.dry_run:
         plan = plan_batch(args.inputs, args.output, options)
         print(json.dumps(plan_dict(plan), indent=2) if args.json else plan_table(plan))
         return 0
-    summary = run_batch(args.inputs, args.output, options)
+    try:
+        summary = run_batch(args.inputs, args.output, options)
+    except BatchInterrupted as stop:
+        c = stop.summary.counts
+        if args.json:
+            print(json.dumps({**stop.summary.as_dict(), "summary_json": str(stop.summary.json_path),
+                              "summary_csv": str(stop.summary.csv_path)}, indent=2))
+        print(f"mrisr: interrupted: {c['done']} done in this run, {c['pending']} pending of {c['total']} items "
+              f"(summary: {stop.summary.csv_path}). Rerun the same command to resume: done items are kept, "
+              "the pending ones are done.", file=sys.stderr)
+        return 128 + stop.signum
     if args.json:
         print(json.dumps({**summary.as_dict(), "summary_json": str(summary.json_path),
                           "summary_csv": str(summary.csv_path)}, indent=2))

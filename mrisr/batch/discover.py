@@ -66,9 +66,14 @@ class Item:
             archive, paths relative to the archive's root (see :func:`item_files`).
         rel_paths: the files relative to the discovery root (POSIX), an archive's
             members as ``archive.zip/member``; what include/exclude globs match.
-        display: a short relative name: the file, or the series' folder with ``#`` and its
-            series number (or UID) when its folder holds several series.
+        display: a short, readable relative name: the file; a DICOM series' folder, with ``#``
+            and its series number (else its description, else its UID) when the folder holds
+            several series; a series lying in the discovery root itself is named
+            ``series-<number>_<description>`` (what its mirror output is named after).
         container: the archive holding the files, else ``None``.
+        folder: a DICOM series' folder relative to the discovery root (POSIX, ``.`` for the
+            root itself), where its mirror output goes; ``None``: the part of ``display``
+            before ``#``.
         series_id: the id :func:`mrisr.io.load` takes as ``series`` (DICOM only).
         series_uid, description, modality, series_number: DICOM attributes, when known.
         shape: ``(X, Y, Z)`` voxels of one volume, when known.
@@ -94,6 +99,7 @@ class Item:
     n_slices: int | None = None
     size_bytes: int = 0
     error: str | None = field(default=None, compare=False)
+    folder: str | None = None
 
     @property
     def through_plane_mm(self) -> float | None:
@@ -120,6 +126,7 @@ class Item:
             "n_slices": self.n_slices,
             "size_bytes": self.size_bytes,
             "error": self.error,
+            "folder": self.folder,
         }
 
 
@@ -172,13 +179,21 @@ def _posix(path: Path) -> str:
 
 
 def _volume_geometry(path: Path, kind: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """(shape, spacing) of the first three axes from the header only."""
+    """(shape, spacing) of the first three axes from the header only, as :func:`mrisr.load` reads them.
+
+    NIfTI spacing is the length of the affine's columns (sform, else qform, else pixdim), as
+    the reader's affine gives it, not ``pixdim``: a 2D image's singleton axis has the spacing
+    its affine says (``pixdim`` lists none for it), and ``pixdim`` may disagree with the sform.
+    NRRD and MetaImage: SimpleITK's spacing, 1 mm on a 2D image's singleton axis (as the reader).
+    """
     if kind == "nifti":
         import nibabel as nib
+        import numpy as np
 
         header = nib.load(path).header  # the data stays on disk
         shape = tuple(int(n) for n in header.get_data_shape()[:3])
-        zooms = tuple(float(z) for z in header.get_zooms()[:3])
+        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+        zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     else:
         import SimpleITK as sitk
 
@@ -271,6 +286,18 @@ def _common_folder(rels: Sequence[str]) -> str:
     return common if common not in ("", ".") else "."
 
 
+def _series_display(folder: str, shared: bool, number: int | None, description: str | None, uid: str) -> str:
+    """A series' readable name: its folder; ``folder#<number>`` (else ``#<description>``, else
+    ``#<UID>``) when the folder holds several; ``series-<number>_<description>`` in the root."""
+    text = "_".join(re.sub(r"[\s/\\]+", " ", description or "").split())
+    if folder == ".":
+        label = "_".join(p for p in (f"series-{number}" if number is not None else "series", text) if p)
+        return label if (number is not None or text) else f"series-{uid}"
+    if not shared:
+        return folder
+    return f"{folder}#{number if number is not None else (text or uid)}"
+
+
 def _dicom_items(files: Sequence[Path], scope: _Scope, strict: bool) -> list[Item]:
     by_folder: dict[Path, list[Path]] = {}
     for p in files:
@@ -303,9 +330,7 @@ def _dicom_items(files: Sequence[Path], scope: _Scope, strict: bool) -> list[Ite
     for cand, paths, rels, folder in described:
         first = cand.first
         info = describe(cand)
-        display = folder
-        if folders[folder] > 1:
-            display += f"#{first.series_number if first.series_number is not None else cand.id}"
+        display = _series_display(folder, folders[folder] > 1, first.series_number, first.series_description, cand.id)
         shape = spacing = None
         error = None
         try:
@@ -337,6 +362,7 @@ def _dicom_items(files: Sequence[Path], scope: _Scope, strict: bool) -> list[Ite
                 n_slices=info.n_slices if shape is None else shape[2],
                 size_bytes=sum(p.stat().st_size for p in paths),
                 error=error,
+                folder=folder,
             )
         )
     return items

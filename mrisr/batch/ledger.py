@@ -10,10 +10,11 @@ processing parameters as canonical JSON, so the same files processed with the sa
 parameters are one row (an exact duplicate is done once), and changed parameters are new work.
 
 States: ``pending`` -> ``running`` (:meth:`Ledger.claim`, one attempt more) -> ``done`` or
-``failed``. A rerun asks :meth:`Ledger.to_run`: pending rows, failed rows with attempts left,
-and running rows whose process is dead (claimed on this host by a pid that no longer exists,
-or by a process that started at another time than the one recorded, the pid having been
-reused); those are set back to pending first. Running rows claimed on another host are left
+``failed``, or back to ``pending`` when the run is interrupted (:meth:`Ledger.release`). A
+rerun asks :meth:`Ledger.to_run`: pending rows, failed rows with attempts left, and running
+rows whose process is dead (claimed on this host by a pid that no longer exists, or by a
+process that started at another time than the one recorded, the pid having been reused);
+those are set back to pending first. Running rows claimed on another host are left
 alone: this host cannot tell whether their process lives.
 """
 
@@ -192,6 +193,17 @@ class Ledger:
                 "UPDATE items SET state='failed', last_error=?, seconds=?, finished=?, pid=NULL, pid_start=NULL "
                 "WHERE key=?",
                 (str(error), seconds, time.time(), key),
+            )
+
+    def release(self, key: str, reason: str) -> None:
+        """Set a running row back to pending: its run was interrupted (Ctrl-C) before it finished.
+        Its attempt still counts (the rerun may replace what it left)."""
+        self._state(key)
+        with self._conn:
+            self._conn.execute(
+                "UPDATE items SET state='pending', last_error=?, pid=NULL, pid_start=NULL, finished=NULL "
+                "WHERE key=? AND state='running'",
+                (str(reason), key),
             )
 
     def reset(self, key: str) -> None:

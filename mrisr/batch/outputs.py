@@ -31,7 +31,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -52,6 +52,7 @@ __all__ = [
     "bids_sources",
     "write_dataset_description",
     "remove_stale_temporaries",
+    "relative_to_out",
 ]
 
 LAYOUTS = ("mirror", "bids")
@@ -103,10 +104,15 @@ def _folder_parts(display: str) -> list[str]:
     return [safe_name(_strip(p, _ARCHIVE_SUFFIXES), "folder") for p in parts]
 
 
+def _series_folder(item: Item) -> str:
+    """A DICOM series' folder relative to the input (``.`` for the input itself)."""
+    return item.folder if item.folder is not None else item.display.split("#", 1)[0]
+
+
 def _mirror(item: Item, fmt: str) -> PurePosixPath:
     ext = FORMATS[item_format(item, fmt)]
     if item.kind == "dicom":
-        folders = _folder_parts(item.display.split("#", 1)[0])
+        folders = _folder_parts(_series_folder(item))
         return PurePosixPath(*folders, _series_label(item) + ext)
     *folders, name = PurePosixPath(item.display).parts
     stem = safe_name(_strip(name, _SCAN_SUFFIXES))
@@ -134,7 +140,7 @@ def guess_suffix(text: str) -> str | None:
 
 
 def _bids(item: Item) -> PurePosixPath:
-    parts = PurePosixPath(item.display.split("#", 1)[0]).parts
+    parts = PurePosixPath(_series_folder(item) if item.kind == "dicom" else item.display).parts
     if item.kind != "dicom":
         stem = _strip(parts[-1], _SCAN_SUFFIXES)
         *entities, suffix = stem.split("_")
@@ -276,3 +282,9 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def relative_to_out(out: Path, paths: Sequence[str]) -> list[str]:
+    """``paths`` relative to the batch output folder ``out`` (POSIX), as the ledger records outputs."""
+    base = Path(os.path.abspath(out))
+    return [Path(os.path.abspath(p)).relative_to(base).as_posix() for p in paths]

@@ -118,12 +118,33 @@ class RayBackend:
         self._actors.append(fresh)
         self._busy[fresh] = 0
 
-    def close(self) -> None:
+    def interrupt(self) -> list[Result]:
+        """Kill every actor now and return the results that were ready."""
+        ray = self._ray
+        out = []
+        if self._refs:
+            ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+            for ref in ready:
+                try:
+                    result = ray.get(ref, timeout=0)
+                except Exception:  # its actor died: no result to record
+                    continue
+                if isinstance(result, Result):
+                    out.append(result)
+        self._refs.clear()
+        self._kill_actors()
+        return out
+
+    def _kill_actors(self) -> None:
         for actor in self._actors:
             try:
                 self._ray.kill(actor)
             except Exception:  # already gone
                 pass
         self._actors.clear()
+        self._busy.clear()
+
+    def close(self) -> None:
+        self._kill_actors()
         if self._owns:
             self._ray.shutdown()

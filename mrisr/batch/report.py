@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class Summary:
             ``seconds``, ``attempts``, ``kind``, ``key``), in discovery order.
         counts: items per status, and ``total``.
         json_path, csv_path: where it was written.
+        interrupted: the run was stopped (Ctrl-C, SIGTERM); its ``pending`` items are left to a rerun.
     """
 
     out: Path
@@ -55,6 +57,7 @@ class Summary:
     counts: dict[str, int] = field(default_factory=dict)
     json_path: Path | None = None
     csv_path: Path | None = None
+    interrupted: bool = False
 
     @classmethod
     def build(cls, plan: Plan, rows: Iterable[dict[str, Any]], finished: set[str], seconds: float) -> Summary:
@@ -89,7 +92,8 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"mrisr_version": __version__, "out": str(self.out), "part": list(self.part),
-                "seconds": round(self.seconds, 3), "counts": self.counts, "items": self.items}
+                "seconds": round(self.seconds, 3), "interrupted": self.interrupted, "counts": self.counts,
+                "items": self.items}
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -125,30 +129,41 @@ def write_summary(out: Path, summary: Summary, rows: Sequence[dict[str, Any]]) -
 # --- the plan --------------------------------------------------------------------------------
 
 
+def _output_path(plan: Plan, output: Any) -> Path | None:
+    """Where an entry's output is: OUT (as given) joined with its path relative to OUT."""
+    return None if output is None else plan.out / Path(*output.parts)
+
+
 def plan_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON: parameters, counts, and per item its discovery fields plus ``key``,
-    ``action``, ``reason`` and ``output`` (relative to OUT)."""
+    """The plan as JSON: parameters, counts, warnings (what the run would stop at), and per item
+    its discovery fields plus ``key``, ``action``, ``reason``, ``output`` (relative to OUT) and
+    ``output_path`` (absolute); a duplicate's output is its original's, None when there is none."""
     o = plan.options
     return {
         "out": str(plan.out), "part": [o.part_id, o.num_parts], "ledger": str(plan.ledger_path),
-        "parameters": plan.params, "counts": plan.counts(),
+        "parameters": plan.params, "counts": plan.counts(), "warnings": list(plan.warnings),
         "items": [{**e.item.as_dict(), "key": e.key, "action": e.action, "reason": e.reason,
-                   "output": None if e.output is None else e.output.as_posix()} for e in plan.entries],
+                   "output": None if e.output is None else e.output.as_posix(),
+                   "output_path": None if e.output is None else os.path.abspath(_output_path(plan, e.output))}
+                  for e in plan.entries],
     }
 
 
+def spacing_text(spacing: Sequence[float] | None) -> str:
+    """Voxel spacing as ``0.9375x0.9375x5`` (four significant digits), empty when unknown."""
+    return "" if spacing is None else "x".join(f"{s:.4g}" for s in spacing)
+
+
 def plan_table(plan: Plan) -> str:
-    """The plan as a text table (one row per item) and a line of counts."""
-    header = ("KEY", "KIND", "SLICES", "SPACING_MM", "ACTION", "ITEM", "OUTPUT / REASON")
+    """The plan as a text table (one row per item: its output path, OUT included, and why it is
+    skipped or fails) and a line of counts."""
+    header = ("KEY", "KIND", "SLICES", "SPACING_MM", "ACTION", "ITEM", "OUTPUT", "NOTE")
     rows = []
     for e in plan.entries:
         it = e.item
-        spacing = "" if it.spacing is None else "x".join(f"{s:.3g}" for s in it.spacing)
-        target = e.reason if e.action != "run" or e.output is None else e.output.as_posix()
-        if e.action == "skip" and e.output is not None and (e.reason or "").startswith("done earlier"):
-            target = f"{e.output.as_posix()} (done earlier)"
-        rows.append((e.key[:12], it.kind, "" if it.n_slices is None else str(it.n_slices), spacing, e.action,
-                     it.display, target or ""))
+        output = _output_path(plan, e.output)
+        rows.append((e.key[:12], it.kind, "" if it.n_slices is None else str(it.n_slices), spacing_text(it.spacing),
+                     e.action, it.display, "-" if output is None else str(output), f"({e.reason})" if e.reason else ""))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
              for r in [header, *rows]]

@@ -8,8 +8,13 @@ the same output part is refused instead of sharing the ledger. Workers (:mod:`.b
 
 Planning (:func:`plan_batch`, also what ``--dry-run`` prints):
 
-1. :func:`~mrisr.batch.discover.discover` over each input (the output folder skipped); with
-   several inputs each one's items are named under its folder's name.
+0. Where it writes, before any other work (:func:`_locations`): never inside an input nor
+   into a folder holding one, except a BIDS dataset's own ``derivatives/mrisr`` (``-o`` the
+   dataset, ``--layout bids``), which then holds the ledger and summary too; and OUT must be
+   writable (:func:`mrisr.io.atomic.check_writable`; a dry run only warns).
+1. :func:`~mrisr.batch.discover.discover` over each input (the output folder, and with
+   ``--layout bids`` every BIDS dataset's ``derivatives/``, skipped); with several inputs
+   each one's items are named under its folder's name.
 2. Each item's ledger key is :func:`~mrisr.batch.ledger.item_key` of its content hash and the
    parameters (model weights' sha256, spacing or scale, layout, format): an exact duplicate
    is the same key, done once and reported as skipped.
@@ -26,12 +31,19 @@ their attempts are at most ``--retries``, also within the run; a running row who
 died counts as pending. A task lost with its worker (``crashed``) is retried once more in
 the run. An item attempted before may replace its own outputs (a killed run may have
 written them without recording it) after removing the temporaries a killed write left.
+
+Ctrl-C (or SIGTERM): the workers are killed at once, the results they had finished are
+recorded, every item left running is done when its outputs are complete (its sidecar,
+written last, names its key) and pending otherwise, the summary is written, and
+:class:`BatchInterrupted` is raised (the CLI exits 130, or 143 for SIGTERM).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -39,13 +51,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InputError, MrisrError, OutputError
+from ..io.atomic import check_writable
 from . import outputs as layout_
 from .discover import Item, discover
+from .interrupt import BatchInterrupted, Signals, settle
 from .ledger import LEDGER_NAME, Ledger, item_key, params_hash
+from .outputs import relative_to_out
 from .report import Summary, entry_rows, write_summary
-from .worker import Task
+from .worker import Result, Task
 
-__all__ = ["BatchOptions", "PlanEntry", "Plan", "plan_batch", "run_batch", "ledger_name", "ledger_files"]
+__all__ = ["BatchOptions", "PlanEntry", "Plan", "plan_batch", "run_batch", "BatchInterrupted", "ledger_name",
+           "ledger_files", "is_bids_dataset"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,8 @@ class PlanEntry:
 
     ``action``: ``run``; ``skip`` (done earlier, or a duplicate); ``fail`` (an error found
     before any work: discovery, naming); ``failed`` (failed earlier, retries spent).
-    ``output`` is relative to OUT (None when nothing will be written).
+    ``output`` is relative to OUT: where the item's result is or will be (a duplicate's is
+    its original's, written once); None when there is none (a failing item).
     """
 
     item: Item
@@ -106,17 +123,28 @@ class PlanEntry:
 
 @dataclass
 class Plan:
-    """A batch's plan for one part: its entries in discovery order, and the context."""
+    """A batch's plan for one part: its entries in discovery order, and the context.
+
+    ``state``: the folder of the ledger, its lock and the summary: OUT, or
+    ``OUT/derivatives/mrisr`` for a BIDS dataset's own derivatives (OUT the dataset itself).
+    ``warnings``: problems a dry run found that the run would stop at (an unwritable OUT).
+    """
 
     out: Path
     options: BatchOptions
     params: dict[str, Any]
     entries: list[PlanEntry] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)
+    state: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out if self.state is None else self.state
 
     @property
     def ledger_path(self) -> Path:
-        return self.out / ledger_name(self.options.num_parts, self.options.part_id)
+        return self.state_dir / ledger_name(self.options.num_parts, self.options.part_id)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("run", "skip", "fail", "failed"), 0)
@@ -156,10 +184,53 @@ def _check_options(inputs: Sequence[Path], out: Path, o: BatchOptions) -> None:
     for path in inputs:
         if not path.exists():
             raise InputError("does not exist", path, "check the path (and quote paths with spaces)")
-        if out.exists() and path.resolve() == out.resolve():
-            raise OutputError("is the input folder too", out, "write the batch into a new folder")
     if out.exists() and not out.is_dir():
         raise OutputError("is a file, not a folder", out, "give a folder for the batch's outputs")
+
+
+def is_bids_dataset(path: Path) -> bool:
+    """A folder with a ``dataset_description.json`` at its top: a BIDS dataset."""
+    return path.is_dir() and (path / "dataset_description.json").is_file()
+
+
+def _locations(inputs: Sequence[Path], out: Path, o: BatchOptions) -> tuple[Path, list[Path]]:
+    """Where the batch keeps its ledger and summary, and the folders discovery skips.
+
+    Nothing is written inside an input, with one exception: ``--layout bids`` with OUT the BIDS
+    dataset given as input writes its derivatives inside it, by the BIDS convention
+    (``OUT/derivatives/mrisr``, which then holds the ledger and the summary too). Every BIDS
+    dataset's ``derivatives/`` folder is skipped by discovery with ``--layout bids``: derivatives
+    are never raw inputs (nor, on a rerun, the batch's own outputs).
+
+    Raises:
+        OutputError: OUT is an input (other than that BIDS case), lies inside one, or holds one.
+    """
+    target = out.resolve()
+    sources = [p.resolve() for p in inputs]
+    in_place = o.layout == "bids" and any(s == target and is_bids_dataset(s) for s in sources)
+    written = target / layout_.BIDS_ROOT if in_place else target
+    skip = [] if in_place else [out]
+    for path, source in zip(inputs, sources, strict=True):
+        dataset = o.layout == "bids" and is_bids_dataset(source)
+        if dataset:
+            skip.append(source / "derivatives")
+        if source == target and in_place:
+            continue
+        if source == target and o.layout == "bids":
+            raise OutputError("is the input folder too, and not a BIDS dataset (no dataset_description.json)",
+                              out, "write the batch into a new folder, or add the dataset's "
+                                   "dataset_description.json to write its derivatives/mrisr")
+        if source == target:
+            raise OutputError("is the input folder too", out, "write the batch into a new folder (a BIDS "
+                                                              "dataset takes its own derivatives: --layout bids)")
+        if source in written.parents:
+            hint = f"; for this dataset's derivatives give -o {path}" if dataset else ""
+            raise OutputError(f"lies inside the input {path}; a batch writes nothing inside its inputs", out,
+                              f"write the batch into a folder outside the inputs{hint}")
+        if written in source.parents:
+            raise OutputError(f"holds the input {path}; a batch writes nothing where its inputs are", out,
+                              "write the batch into a folder outside the inputs")
+    return (out / layout_.BIDS_ROOT if in_place else out), skip
 
 
 def _model_identity(model: str | None) -> dict[str, Any]:
@@ -181,12 +252,15 @@ def _model_identity(model: str | None) -> dict[str, Any]:
 def _prefixed(item: Item, prefix: str) -> Item:
     if not prefix:
         return item
-    return replace(item, display=f"{prefix}/{item.display}", rel_paths=tuple(f"{prefix}/{r}" for r in item.rel_paths))
+    folder = None if item.folder is None else (prefix if item.folder == "." else f"{prefix}/{item.folder}")
+    return replace(item, display=f"{prefix}/{item.display}", rel_paths=tuple(f"{prefix}/{r}" for r in item.rel_paths),
+                   folder=folder)
 
 
-def _discover_all(inputs: Sequence[Path], out: Path, o: BatchOptions) -> tuple[list[Item], dict[str, str]]:
+def _discover_all(inputs: Sequence[Path], skip: Sequence[Path], o: BatchOptions) -> tuple[list[Item], dict[str, str]]:
     """Items of every input (named under the input's folder name when there are several),
-    and the BIDS dataset links (name -> ``file://`` URI of each input folder)."""
+    and the BIDS dataset links (name -> ``file://`` URI of each input folder); ``skip``: the
+    folders not walked (:func:`_locations`)."""
     items: list[Item] = []
     links: dict[str, str] = {}
     used: set[str] = set()
@@ -204,7 +278,7 @@ def _discover_all(inputs: Sequence[Path], out: Path, o: BatchOptions) -> tuple[l
         found = discover(
             path, include=o.include, exclude=o.exclude, series_description=o.series_description,
             modality=o.modality, min_slices=o.min_slices, min_through_plane_mm=o.min_through_plane_mm,
-            skip_dirs=[out],
+            skip_dirs=skip,
         )
         items.extend(_prefixed(it, prefix) for it in found)
     return items, links
@@ -229,22 +303,36 @@ def _other_ledgers(out: Path, own: Path) -> tuple[dict[str, tuple[list[str], str
 
 
 def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-               options: BatchOptions = BatchOptions()) -> Plan:
+               options: BatchOptions = BatchOptions(), *, for_run: bool = False) -> Plan:
     """The plan of one part of a batch; reads the ledgers in ``out`` but writes nothing.
 
+    Before any discovery or model loading, OUT is checked (:func:`mrisr.io.atomic.check_writable`,
+    which creates and removes a hidden test file in OUT or the nearest folder above it that
+    exists): with ``for_run`` (:func:`run_batch`) a folder that cannot be written stops the
+    batch; without (a dry run) it is a warning, also in ``Plan.warnings``.
+
     Raises:
-        InputError, OutputError: bad options, a missing input, a model that does not load,
-            a damaged ledger.
+        InputError, OutputError: bad options, a missing input, OUT inside an input (or, with
+            ``for_run``, not writable), a model that does not load, a damaged ledger.
     """
     o = options
     out = Path(out)
     paths = [Path(p) for p in inputs]
     _check_options(paths, out, o)
+    state, skip = _locations(paths, out, o)
+    problems = []
+    try:
+        check_writable(state, sources=paths, folder=True)
+    except OutputError as exc:
+        if for_run:
+            raise
+        problems.append(f"the batch would stop here: {exc.one_line()}")
+        warnings.warn(problems[-1], stacklevel=2)
     params = {"model": _model_identity(o.model), "spacing": None if o.spacing is None else list(o.spacing),
               "scale": None if o.scale is None else list(o.scale), "layout": o.layout, "format": o.fmt}
-    items, links = _discover_all(paths, out, o)
-    plan = Plan(out, o, params, links=links)
-    done_anywhere, own_rows = _other_ledgers(out, plan.ledger_path)
+    items, links = _discover_all(paths, skip, o)
+    plan = Plan(out, o, params, links=links, state=None if state == out else state, warnings=problems)
+    done_anywhere, own_rows = _other_ledgers(plan.state_dir, plan.ledger_path)
 
     first: dict[str, Item] = {}
     keyed = []
@@ -267,14 +355,19 @@ def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
     reserved = {out_: k for k, (outs, _) in done_anywhere.items() for out_ in outs[:1]}
     assigned = layout_.assign(wanted, reserved, o.layout)
 
+    originals: dict[str, PlanEntry] = {}
     for item, key in keyed:
         if key not in mine:
             continue
         row = own_rows.get(key, {})
         entry = PlanEntry(item, key, "run", assigned.get(key), attempts=int(row.get("attempts") or 0))
-        if first[key] is not item:
-            entry.action, entry.output, entry.reason = "skip", None, f"duplicate of {first[key].display}"
-        elif item.error is not None or key in naming_errors:
+        if first[key] is not item:  # done once, as its original: same output
+            entry.action, entry.reason = "skip", f"duplicate of {first[key].display}"
+            entry.output = originals[key].output if key in originals else None
+            plan.entries.append(entry)
+            continue
+        originals[key] = entry
+        if item.error is not None or key in naming_errors:
             entry.action, entry.output, entry.reason = "fail", None, item.error or naming_errors[key]
         elif key in done_anywhere and not o.force:
             outs, where = done_anywhere[key]
@@ -282,7 +375,7 @@ def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
             entry.action, entry.reason = "skip", "done earlier" + elsewhere
             entry.output = PurePosixPath(outs[0]) if outs else entry.output
         elif row.get("state") == "failed" and entry.attempts > o.retries and not o.force:
-            entry.action = "failed"
+            entry.action, entry.output = "failed", None
             entry.reason = f"{row.get('last_error')} (not retried: attempts spent, see --retries)"
         plan.entries.append(entry)
     return plan
@@ -347,95 +440,125 @@ def _task(plan: Plan, entry: PlanEntry) -> Task:
     )
 
 
-def _relative(out: Path, paths: Sequence[str]) -> list[str]:
-    base = Path(os.path.abspath(out))
-    return [Path(os.path.abspath(p)).relative_to(base).as_posix() for p in paths]
-
-
 def run_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
               options: BatchOptions = BatchOptions()) -> Summary:
     """Run (or resume) one part of a batch; returns what happened (also written as
-    ``mrisr-summary[-part<I>of<K>].json`` and ``.csv`` in ``out``).
+    ``mrisr-summary[-part<I>of<K>].json`` and ``.csv`` beside the ledger).
 
     Raises:
-        InputError, OutputError: bad options or inputs, a model that does not load, another
-            batch writing the same part now. Items that fail do not raise: they are in the summary.
+        InputError, OutputError: bad options or inputs, an output folder that cannot be
+            written (found before any discovery, model loading or work), a model that does not
+            load, another batch writing the same part now. Items that fail do not raise: they
+            are in the summary.
+        BatchInterrupted: Ctrl-C or SIGTERM while items ran (after recording them, see there).
     """
     start = time.time()
     out = Path(out)
-    plan = plan_batch(inputs, out, options)
+    plan = plan_batch(inputs, out, options, for_run=True)
     o = plan.options
-    out.mkdir(parents=True, exist_ok=True)
-    with _Lock(out / (plan.ledger_path.name + ".lock")), Ledger(plan.ledger_path) as ledger:
-        ph = params_hash(plan.params)
-        primary = [e for e in plan.entries if e.action != "skip" or not e.reason.startswith("duplicate")]
-        for e in primary:
-            ledger.upsert_pending(e.key, e.item.display, ph)
-        if o.force:
+    state = plan.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    with Signals() as signals:
+        with _Lock(state / (plan.ledger_path.name + ".lock")), Ledger(plan.ledger_path) as ledger:
+            ph = params_hash(plan.params)
+            primary = [e for e in plan.entries if e.action != "skip" or not e.reason.startswith("duplicate")]
             for e in primary:
-                ledger.reset(e.key)
-        runnable = set(ledger.to_run(o.retries))
-        rows = {r["key"]: r for r in ledger.rows()}
-        if o.layout == "bids":
-            layout_.write_dataset_description(out, plan.links)
-        for e in primary:
-            if e.action == "fail" and e.key in runnable:  # found before any work: recorded, not dispatched
-                ledger.claim(e.key)
-                ledger.failed(e.key, e.reason or "failed")
-        todo = [e for e in primary if e.action == "run" and e.key in runnable]
-        for e in todo:
-            e.attempts = int(rows[e.key]["attempts"])
-        finished = _dispatch(plan, todo, ledger)
-        summary = Summary.build(plan, ledger.rows(), finished, time.time() - start)
-    write_summary(out, summary, entry_rows(summary))
+                ledger.upsert_pending(e.key, e.item.display, ph)
+            if o.force:
+                for e in primary:
+                    ledger.reset(e.key)
+            runnable = set(ledger.to_run(o.retries))
+            rows = {r["key"]: r for r in ledger.rows()}
+            if o.layout == "bids":
+                layout_.write_dataset_description(out, plan.links)
+            for e in primary:
+                if e.action == "fail" and e.key in runnable:  # found before any work: recorded, not dispatched
+                    ledger.claim(e.key)
+                    ledger.failed(e.key, e.reason or "failed")
+            todo = [e for e in primary if e.action == "run" and e.key in runnable]
+            for e in todo:
+                e.attempts = int(rows[e.key]["attempts"])
+            finished, stopped = _dispatch(plan, todo, ledger, signals)
+            summary = Summary.build(plan, ledger.rows(), finished, time.time() - start)
+        summary.interrupted = stopped is not None
+        write_summary(state, summary, entry_rows(summary))
+    if stopped is not None:
+        raise BatchInterrupted(summary, stopped)
     return summary
 
 
-def _dispatch(plan: Plan, todo: list[PlanEntry], ledger: Ledger) -> set[str]:
-    """Run ``todo`` on the backend, recording each result; returns the keys done in this run."""
+def _dispatch(plan: Plan, todo: list[PlanEntry], ledger: Ledger, signals: Signals) -> tuple[set[str], int | None]:
+    """Run ``todo`` on the backend, recording each result.
+
+    Returns:
+        The keys done in this run, and the signal that interrupted it (None: it ran to the end).
+        On Ctrl-C or SIGTERM the workers are stopped at once, the results they had finished are
+        recorded, and every item left running is settled (:func:`mrisr.batch.interrupt.settle`).
+    """
     if not todo:
-        return set()
+        return set(), None
     from tqdm.auto import tqdm
 
     o = plan.options
     queue = deque(todo)
     by_key = {e.key: e for e in todo}
+    tasks: dict[str, Task] = {}
     in_flight: set[str] = set()
     crash_retried: set[str] = set()
     done: set[str] = set()
+    received: deque[Result] = deque()
     failed = 0
     bar = tqdm(total=len(todo), unit="item", desc="batch", disable=not o.progress, dynamic_ncols=True,
                mininterval=0.5, smoothing=0.1)
-    backend = _backend(o)
+
+    def record(result: Result, retry: bool = True) -> None:
+        nonlocal failed
+        in_flight.discard(result.key)
+        entry = by_key[result.key]
+        if result.ok:
+            ledger.done(result.key, relative_to_out(plan.out, result.outputs), result.seconds)
+            done.add(result.key)
+            bar.update(1)
+            return
+        ledger.failed(result.key, result.error or "failed", result.seconds)
+        # A task lost with its worker gets one retry of its own; --retries counts the rest.
+        spent = entry.attempts - (result.key in crash_retried)
+        if retry and result.crashed and result.key not in crash_retried:
+            crash_retried.add(result.key)
+            queue.append(entry)  # again, after the others
+        elif retry and spent <= o.retries:
+            queue.append(entry)
+        else:
+            failed += 1
+            bar.update(1)
+            bar.set_postfix(failed=failed, refresh=False)
+
+    backend = None
+    stopped = None
     try:
+        backend = _backend(o)
         while queue or in_flight:
             while queue and len(in_flight) < backend.capacity:
                 entry = queue.popleft()
+                task = tasks[entry.key] = _task(plan, entry)  # known before it is claimed: see settle
                 ledger.claim(entry.key)
-                backend.submit(_task(plan, entry))
+                backend.submit(task)
                 entry.attempts += 1
                 in_flight.add(entry.key)
-            for result in backend.results():
-                in_flight.discard(result.key)
-                entry = by_key[result.key]
-                if result.ok:
-                    ledger.done(result.key, _relative(plan.out, result.outputs), result.seconds)
-                    done.add(result.key)
-                    bar.update(1)
-                    continue
-                ledger.failed(result.key, result.error or "failed", result.seconds)
-                # A task lost with its worker gets one retry of its own; --retries counts the rest.
-                spent = entry.attempts - (result.key in crash_retried)
-                if result.crashed and result.key not in crash_retried:
-                    crash_retried.add(result.key)
-                    queue.append(entry)  # again, after the others
-                elif spent <= o.retries:
-                    queue.append(entry)
-                else:
-                    failed += 1
-                    bar.update(1)
-                    bar.set_postfix(failed=failed, refresh=False)
+            received.extend(backend.results())
+            while received:
+                record(received[0])
+                received.popleft()
+    except KeyboardInterrupt as exc:
+        stopped = int(getattr(exc, "signum", signal.SIGINT))
+        signals.hold()  # until the summary is written (run_batch)
+        if backend is not None:
+            received.extend(backend.interrupt())
+        while received:
+            record(received.popleft(), retry=False)
+        settle(plan.out, ledger, tasks, done)
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
         bar.close()
-    return done
+    return done, stopped

@@ -8,7 +8,9 @@ done. Workers never touch the ledger: the coordinator records their results.
 
 A worker started by the local pool dies with its coordinator (Linux ``PR_SET_PDEATHSIG``),
 so that a killed batch leaves no process writing into ``OUT`` behind it; the rerun cleans
-what the killed writes left (:func:`mrisr.batch.outputs.remove_stale_temporaries`).
+what the killed writes left (:func:`mrisr.batch.outputs.remove_stale_temporaries`). On
+Ctrl-C the coordinator kills its workers itself (:meth:`mrisr.batch.backends.LocalPool.interrupt`)
+and records what they finished.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def init_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C
     if parent is not None:
         _die_with_parent(parent)
+    _no_shared_semaphores()
     if gpu_ids is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
     import torch
@@ -136,6 +139,17 @@ def init_worker(
         from ..infer.job import cached_model
 
         cached_model(model, _device(device))
+
+
+def _no_shared_semaphores() -> None:
+    """tqdm's bars lock with a multiprocessing lock by default: a named semaphore that a worker
+    killed on Ctrl-C could not release, which the resource tracker then reports as leaked.
+    A worker's bars are its own (progress is off in workers): a thread lock is enough."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _device(device: str) -> str:

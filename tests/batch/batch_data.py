@@ -104,6 +104,21 @@ def ledger_rows(out: Path, name: str = "mrisr-ledger.sqlite") -> list[dict]:
         conn.close()
 
 
+def done_rows(out: Path, name: str = "mrisr-ledger.sqlite") -> int:
+    """How many items the ledger in ``out`` marks done, read-only while a batch writes it (0 before it exists)."""
+    path = out / name
+    if not path.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM items WHERE state='done'").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:  # created but without its table yet
+        return 0
+
+
 def files_on_disk(out: Path) -> set[str]:
     """Every file under ``out`` (relative POSIX paths) except the ledgers, locks and summaries."""
     return {

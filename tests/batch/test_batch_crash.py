@@ -6,29 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from batch_data import files_on_disk, ledger_rows, nifti, series, tiny_model
-
-from mrisr.batch.ledger import LEDGER_NAME
-
-
-def _done_rows(out: Path) -> int:
-    path = out / LEDGER_NAME
-    if not path.is_file():
-        return 0
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM items WHERE state='done'").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:  # created but without its table yet
-        return 0
+from batch_data import done_rows, files_on_disk, ledger_rows, nifti, series, tiny_model
 
 
 def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
@@ -44,7 +27,7 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 900
     try:
-        while _done_rows(out) < 2:
+        while done_rows(out) < 2:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the batch recorded nothing in time"
             time.sleep(0.02)

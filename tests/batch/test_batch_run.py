@@ -107,7 +107,7 @@ def test_bids_layout(tmp_path: Path) -> None:
     series(root / "sub-03" / "dicom", 3, number=4, description="T2 AX thick")
     series(root / "sub-04" / "dicom", 4, number=1, description="localizer")
     card = tiny_model(tmp_path / "model")
-    out = root / "derivatives-out"  # inside the input: skipped by discovery
+    out = tmp_path / "out"  # not inside the input: only the dataset itself takes its derivatives (test_batch_bids)
     summary = run_batch([root], out, BatchOptions(model=str(card), layout="bids", workers=0, device="cpu"))
     assert summary.counts == {"done": 3, "failed": 1, "skipped": 0, "pending": 0, "total": 4}
     deriv = out / "derivatives" / "mrisr"
