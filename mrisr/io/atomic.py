@@ -246,16 +246,17 @@ def check_writable(
 ) -> Path:
     """Refuse, before any compute, an output that :func:`atomic_output` would refuse or could not write.
 
-    Checks, in milliseconds: ``dest`` is not a protected folder or an input; an existing ``dest``
-    needs ``force`` (unless ``folder``: a folder that the command fills, such as a batch output,
-    may exist); the place ``dest`` would be written is a folder (not a file) on which a file can
-    be created and removed (a real probe, so read-only mounts are caught even for root).
+    Checks, in milliseconds: ``dest`` is not an input; unless ``folder``, it is no protected
+    folder (root, home, the working folder and those above it, which :func:`atomic_output`
+    never replaces) and, existing, needs ``force``; the place ``dest`` would be written is a
+    folder (not a file) in which a file can be created and removed (a real probe, so read-only
+    mounts are caught even for root).
 
     Args:
         dest: the output file or folder.
         force: an existing ``dest`` may be replaced.
         sources: the inputs, which ``dest`` may never be (nor hold).
-        folder: ``dest`` is a folder that the command writes into (batch, demo, train): an
+        folder: ``dest`` is a folder that the command writes into (batch, train): an
             existing one is probed inside and needs no ``force``.
 
     Returns:
@@ -265,7 +266,8 @@ def check_writable(
         OutputError: one line naming ``dest``, the problem and the fix.
     """
     dest = Path(dest)
-    _check_not_a_protected_folder(dest)
+    if not folder:  # a folder written into is never replaced or deleted: the working folder may be one
+        _check_not_a_protected_folder(dest)
     _check_sources(dest, sources)
     exists = os.path.lexists(dest)
     if exists and not force and not folder:

@@ -346,3 +346,14 @@ def test_check_writable_keeps_atomic_outputs_rules(tmp_path) -> None:
         check_writable(existing, folder=True)
     with refused(OutputError, "is a file, not a folder"):
         check_writable(existing / "inside.nii.gz")
+
+
+def test_check_writable_lets_a_command_fill_the_working_folder(tmp_path, monkeypatch) -> None:
+    """A batch or training run writes into a folder (never replaces it): '.' may be that folder,
+    but no file output may replace the working folder itself."""
+    from mrisr.io.atomic import check_writable
+
+    monkeypatch.chdir(tmp_path)
+    check_writable(Path("."), folder=True)
+    with refused(OutputError, "current folder"):
+        check_writable(tmp_path, force=True)
