@@ -48,7 +48,7 @@ import mrisr
 from mrisr.device import resolve_device
 from mrisr.evaluate import evaluate
 from mrisr.evaluate.metrics import GRID_ATOL_MM, resolve_mask
-from mrisr.evaluate.report import _nearest_on_grid, _plane, _view_figure, write_png
+from mrisr.evaluate.report import _nearest_on_grid, view_figure, write_png
 from mrisr.export import sha256_file
 from mrisr.infer.predict import SHIPPED_MODELS, load_model, upscale
 from mrisr.kspace import degrade
@@ -424,12 +424,11 @@ def write_figures(case: Case, folder: Path, suffix: str = "") -> list[Path]:
     (a 3x zoomed inset of the centre below each panel). One PNG per view keeps each under 300 KB."""
     folder.mkdir(parents=True, exist_ok=True)
     panels, window, err_max, centre = figure_panels(case)
-    spacing = np.asarray(case.hr.spacing, dtype=float)
     case.figures = []
-    for view in range(3):
-        planes = [(name, _plane(a, view, int(centre[view]), spacing), kind) for name, a, kind in panels]
+    for view in range(3):  # the crop keeps the axis directions: the HR affine orients every view
+        image, _ = view_figure(panels, case.hr.affine, view, int(centre[view]), window, err_max)
         path = folder / f"{case.protocol.name}_{case.volume}{suffix}_view{view}.png"
-        case.figures.append(write_png(path, _view_figure(planes, window, err_max)))
+        case.figures.append(write_png(path, image))
         if path.stat().st_size > 300_000:
             print(f"warning: {path} is {path.stat().st_size / 1e3:.0f} KB", flush=True)
     return case.figures

@@ -29,7 +29,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,6 +313,28 @@ def _view_figure(panels: list[tuple[str, np.ndarray, str]], window: tuple[float,
     return canvas
 
 
+def view_figure(panels: Sequence[tuple[str, np.ndarray, str]], affine: np.ndarray, axis: int, index: int,
+                window: tuple[float, float], err_max: float) -> tuple[np.ndarray, list[str]]:
+    """One view of a comparison figure, as ``write_report`` draws it (the quality benchmark too).
+
+    Args:
+        panels: ``(name, array (X, Y, Z) on the grid of affine, kind)`` per column, kind ``"image"``
+            or ``"error"`` (drawn in the hot map against the colour bar).
+        affine: ``(4, 4)`` voxel -> RAS (mm) of the arrays.
+        axis: the voxel axis the plane is perpendicular to; index: the plane along it.
+        window: the grey images' intensity window (low, high); err_max: the colour bar's top.
+
+    Returns:
+        ``(RGB uint8 image (rows, cols, 3), title lines)``: the plane named and drawn radiologically
+        (:func:`plane_layout`), direction letters on the edges, a zoomed inset below each panel.
+    """
+    layout = plane_layout(affine, axis)
+    voxel_mm = spacing(affine)
+    drawn = [(name, oriented_plane(a, layout, index, voxel_mm), kind) for name, a, kind in panels]
+    title = [_view_title(layout, index), _CONVENTION_NOTE[layout.name]]
+    return _view_figure(drawn, window, err_max, title, layout), title
+
+
 def _view_title(layout: PlaneLayout, index: int) -> str:
     """A view figure's first title line: the plane's name, where it is, how oblique."""
     text = f"{layout.name} plane: slice {index} of voxel axis {layout.axis}"
@@ -592,7 +614,6 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
     err_max = max(float(np.percentile(np.concatenate([e[mask3] for e in errors]), 99.5)), 1e-6)
     columns = (["LR"] if lr is not None else []) + (["CUBIC"] if cu is not None else []) + ["SR", "HR"] \
         + (["|CUBIC-HR|"] if cu is not None else []) + ["|SR-HR|"]
-    voxel_mm = np.asarray(reference.spacing, dtype=float)
 
     if os.path.lexists(folder) and force and folder.is_dir() and not folder.is_symlink():
         if not _is_report(folder):
@@ -606,16 +627,13 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
         with atomic_output(folder, force) as tmp:
             tmp.mkdir()
             figures = []
+            volumes = ([lr] if lr is not None else []) + ([cu] if cu is not None else []) + [sr, hr] \
+                + ([errors[1]] if cu is not None else []) + [errors[0]]
+            kinds = ["image"] * (len(volumes) - len(errors)) + ["error"] * len(errors)
+            panels3d = list(zip(columns, volumes, kinds, strict=True))
             for view in range(3):
-                layout = plane_layout(reference.affine, view)
-                index = int(centre[view])
-                volumes = ([lr] if lr is not None else []) + ([cu] if cu is not None else []) + [sr, hr] \
-                    + ([errors[1]] if cu is not None else []) + [errors[0]]
-                kinds = ["image"] * (len(volumes) - len(errors)) + ["error"] * len(errors)
-                panels = [(name, oriented_plane(v, layout, index, voxel_mm), kind)
-                          for name, v, kind in zip(columns, volumes, kinds, strict=True)]
-                title = [_view_title(layout, index), _CONVENTION_NOTE[layout.name]]
-                write_png(tmp / f"view_{view}.png", _view_figure(panels, window, err_max, title, layout))
+                image, title = view_figure(panels3d, reference.affine, view, int(centre[view]), window, err_max)
+                write_png(tmp / f"view_{view}.png", image)
                 figures.append((f"view_{view}.png", f"{title[0]} through the mask's centre ({title[1]})"))
             curves = [("SR", metrics["slice_psnr_db"], (31, 119, 180))]
             if "cubic" in metrics:
