@@ -3,7 +3,8 @@
 # or a CUDA build's spec; the default lets pip choose.
 # TORCH_INDEX is the package index PyTorch is taken from (empty: PyPI, whose Linux wheels are
 # CUDA builds of about 3 GB). CPU-only Linux: TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# (the CPU build, about 200 MB). Only torch itself comes from it; everything else from PyPI.
+# (the CPU build, about 200 MB). Only the torch install step uses it (with torch's own dependencies,
+# which that index mirrors); mrisr and everything else come from PyPI.
 PYTHON ?= python3
 TORCH ?= torch>=2.4,<3
 TORCH_INDEX ?=

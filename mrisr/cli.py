@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MrisrError, OutputError
-from .io import FORMATS, load, save
+from .io import FORMATS, load, output_format, save
 from .io.atomic import check_writable
 from .volume import Volume
 
@@ -123,7 +123,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    check_writable(args.output, args.force, [args.input])  # before reading
+    kind = "series" if output_format(Path(args.output), args.format) == "dicom" else "file"
+    check_writable(args.output, args.force, [args.input], kind=kind)  # before reading
     volume = load(args.input, series=args.series)
     out = save(volume, args.output, format=args.format, force=args.force)
     if not args.quiet:
@@ -153,8 +154,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .export.sidecar import sha256_file, sidecar_path, write_sidecar
 
     sidecar = sidecar_path(args.output)
-    for dest in (Path(args.output), sidecar):  # before any work or heavy import: exists, an input, read-only...
-        check_writable(dest, args.force, [args.input])
+    kind = "series" if output_format(Path(args.output), args.format) == "dicom" else "file"
+    check_writable(args.output, args.force, [args.input], kind=kind)  # before any work or heavy import
+    check_writable(sidecar, args.force, [args.input], kind="file")
 
     import torch
 
@@ -236,7 +238,7 @@ def _cmd_export_slicer(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".mrb":
         raise OutputError(f"a Slicer scene bundle must end in .mrb, got {out.name!r}", out, "name it <scene>.mrb")
-    check_writable(out, args.force, args.inputs)  # before any loading: exists, an input, read-only...
+    check_writable(out, args.force, args.inputs, kind="file")  # before any loading: exists, an input, read-only...
     from .export import write_mrb
     from .infer.job import volume_name
 
@@ -259,7 +261,7 @@ def _cmd_export_slicer(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    check_writable(args.output, args.force)  # before torch is imported; export_onnx checks again
+    check_writable(args.output, args.force, kind="file")  # before torch is imported; export_onnx checks again
     from .infer.onnx import export_onnx
 
     path = export_onnx(args.model, args.output, opset=args.opset, force=args.force)
@@ -276,6 +278,10 @@ def _coarse_axis(low: Volume, reference: Volume) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report is not None:  # before any work
         check_writable(args.report, args.force, [args.reference, args.prediction])
+        if Path(args.report).is_dir() and not Path(args.report).is_symlink():
+            from .evaluate.report import check_replaceable_report
+
+            check_replaceable_report(Path(args.report))
     import torch
 
     from .evaluate import evaluate

@@ -48,7 +48,7 @@ from .io import load, save
 from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling, check_writable, replace_folder
 from .kspace import degrade
 from .models import default_model_name
-from .preprocess import pre_upsample
+from .preprocess import clip_like_magnitude, pre_upsample
 from .protocol import load_protocol
 from .volume import Volume
 
@@ -133,9 +133,7 @@ def _tricubic(lr: Volume, hr: Volume) -> Volume:
     with the sample's meta. Keys' cubic kernel overshoots at edges (values below the input's minimum), so a
     non-negative input (a magnitude image) gives a baseline clamped to non-negative, as the SR result is."""
     source = torch.as_tensor(np.asarray(lr.array))
-    up = pre_upsample(source, lr.affine, hr.affine, hr.shape)
-    if source.numel() and float(source.min()) >= 0.0:
-        up = up.clamp_min(0.0)
+    up, _ = clip_like_magnitude(pre_upsample(source, lr.affine, hr.affine, hr.shape), source)
     return hr.replace(array=up.numpy().astype(np.float32),
                       meta={**hr.meta, "dtype": "float32", "range": [float(up.min()), float(up.max())]})
 

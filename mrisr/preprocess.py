@@ -66,6 +66,20 @@ def denormalize(image: torch.Tensor, scale: float) -> torch.Tensor:
     return image * scale
 
 
+def clip_like_magnitude(values: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``values`` clipped at 0 when ``source`` has no negative value (a magnitude image), and how many
+    voxels were clipped; otherwise ``values`` unchanged and 0.
+
+    Cubic interpolation (Keys' kernel) and a network's residual overshoot below zero at the
+    tissue-to-air edge; a negative magnitude is never real. Phase and difference images (with
+    negative values) are left as they are.
+    """
+    if source.numel() == 0 or float(source.min()) < 0.0:
+        return values, 0
+    below = int((values < 0).sum())
+    return (values.clamp_min(0.0) if below else values), below
+
+
 def _keys_weights(t: torch.Tensor) -> torch.Tensor:
     """Keys' cubic convolution weights (a = -0.5) of the 4 taps at offsets -1, 0, 1, 2 from floor."""
     a = -0.5

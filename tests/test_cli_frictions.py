@@ -161,17 +161,39 @@ def test_upscale_with_a_run_folder_and_the_same_spec_in_export(capsys, tmp_path,
 
 
 def test_a_fresh_process_refuses_a_read_only_output_within_two_seconds(scan, read_only_dir) -> None:
-    """What the user waits for: interpreter start, imports and the refusal, in a new process."""
+    """What the user waits for: interpreter start, imports and the refusal, in a new process. The
+    refusal itself must cost well under a second beyond starting Python and importing mrisr (the
+    start-up alone is measured alongside, so a loaded machine does not fail the test)."""
     import subprocess
     import sys
 
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "mrisr.cli", "upscale", str(scan), "-o",
-                             str(read_only_dir / "sr.nii.gz")], capture_output=True, text=True, timeout=60)
-    seconds = time.perf_counter() - start
+    def timed(*argv: str) -> tuple[float, subprocess.CompletedProcess]:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+        return time.perf_counter() - start, result
+
+    startup, _ = timed("-c", "import mrisr.cli, mrisr.infer.job")
+    seconds, result = timed("-m", "mrisr.cli", "upscale", str(scan), "-o", str(read_only_dir / "sr.nii.gz"))
     assert result.returncode == 2, result.stderr
     assert "cannot write in" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert seconds < 2.0, f"{seconds:.2f} s"
+    assert seconds - startup < 0.5, f"{seconds:.2f} s, of which start-up {startup:.2f} s"
+    assert seconds < max(2.0, 1.5 * startup), f"{seconds:.2f} s (start-up {startup:.2f} s)"
+
+
+def test_force_never_lets_a_kind_change_through_before_the_work(capsys, scan, tmp_path) -> None:
+    """--force replaces an output only by one of its kind, found before any work."""
+    a_file = tmp_path / "was_a_file"
+    a_file.write_text("x")
+    _one_line_refusal(capsys, ["upscale", str(scan), "-o", str(a_file), "--format", "dicom", "--force"],
+                      "replace a file with a folder")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    _one_line_refusal(capsys, ["evaluate", "--reference", str(scan), "--prediction", str(scan), "--report",
+                               str(notes), "--force"], "not an mrisr report folder")
+    _one_line_refusal(capsys, ["convert", str(scan), str(notes), "--format", "dicom", "--force"],
+                      "not an mrisr DICOM series")
+    assert (notes / "notes.txt").read_text() == "mine"
 
 
 # --- mrisr info on a folder of several series --------------------------------------------------

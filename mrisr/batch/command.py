@@ -149,9 +149,11 @@ def run_command(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**stop.summary.as_dict(), "summary_json": str(stop.summary.json_path),
                               "summary_csv": str(stop.summary.csv_path)}, indent=2))
+        resume = ("Rerun the same command without --force to resume" if args.force
+                  else "Rerun the same command to resume")
         print(f"mrisr: interrupted: {c['done']} done in this run, {c['pending']} pending of {c['total']} items "
-              f"(summary: {stop.summary.csv_path}). Rerun the same command to resume: done items are kept, "
-              "the pending ones are done.", file=sys.stderr)
+              f"(summary: {stop.summary.csv_path}). {resume}: done items are kept, the pending ones are done.",
+              file=sys.stderr)
         return 128 + stop.signum
     if args.json:
         print(json.dumps({**summary.as_dict(), "summary_json": str(summary.json_path),

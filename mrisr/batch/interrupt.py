@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchInterrupted", "Signals", "Terminated", "finished_outputs", "settle"]
 
+#: File systems that keep coarse modification times (FAT: 2 s) may date a new file before its claim.
+MTIME_SLACK_S = 2.0
+
 
 class BatchInterrupted(KeyboardInterrupt):
     """A batch stopped by Ctrl-C (SIGINT) or SIGTERM, after it recorded where it stopped.
@@ -82,12 +85,16 @@ class Signals:
             signal.signal(s, handler)
 
 
-def finished_outputs(task: Task) -> tuple[list[str], float] | None:
+def finished_outputs(task: Task, since: float | None = None) -> tuple[list[str], float] | None:
     """The outputs of ``task`` and their seconds when it wrote them whole: the output (renamed
-    into place, so whole when there) and its sidecar, which is written last and names the key."""
+    into place, so whole when there) and its sidecar, which is written last and names the key;
+    with ``since`` (a time.time() value: when the task was claimed) the sidecar must be no older,
+    so an earlier run's outputs (``--force`` redoes them) are not taken for this run's."""
     output = Path(task.output)
     sidecar = sidecar_path(output)
     try:
+        if since is not None and sidecar.stat().st_mtime < since - MTIME_SLACK_S:
+            return None
         record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -108,7 +115,7 @@ def settle(out: Path, ledger: Ledger, tasks: dict[str, Task], done: set[str]) ->
         if row["state"] != "running" or row["pid"] != pid or row["host"] != ledger.host:
             continue
         task = tasks.get(row["key"])
-        finished = None if task is None else finished_outputs(task)
+        finished = None if task is None else finished_outputs(task, since=row["started"])
         if finished is not None:
             outputs, seconds = finished
             ledger.done(row["key"], relative_to_out(out, outputs), seconds)

@@ -152,7 +152,8 @@ def _bids(item: Item) -> PurePosixPath:
             datatype = parts[-2] if len(parts) > 1 and parts[-2] in _BIDS_DATATYPES else "anat"
             name = "_".join([*kept, "desc-sr", suffix]) + ".nii.gz"
             return BIDS_ROOT / PurePosixPath(sub, *ses[:1], datatype, name)
-    text = item.description if item.kind == "dicom" and item.description else _strip(parts[-1], _SCAN_SUFFIXES)
+    named_by = parts[-1] if parts else ""  # a series lying in the input itself has no folder of its own
+    text = item.description if item.kind == "dicom" and item.description else _strip(named_by, _SCAN_SUFFIXES)
     suffix = guess_suffix(text or "")
     if suffix is None:
         raise InputError(f"cannot tell the BIDS suffix (T1w, T2w, FLAIR, PDw, T2starw) from {text!r}",

@@ -156,7 +156,7 @@ def spacing_text(spacing: Sequence[float] | None) -> str:
 
 def plan_table(plan: Plan) -> str:
     """The plan as a text table (one row per item: its output path, OUT included, and why it is
-    skipped or fails) and a line of counts."""
+    skipped or fails), a line of counts, and the plan's warnings (what the run would stop at)."""
     header = ("KEY", "KIND", "SLICES", "SPACING_MM", "ACTION", "ITEM", "OUTPUT", "NOTE")
     rows = []
     for e in plan.entries:
@@ -170,6 +170,7 @@ def plan_table(plan: Plan) -> str:
     c = plan.counts()
     lines.append(f"{c['total']} items: {c['run']} to run, {c['skip']} to skip, {c['fail'] + c['failed']} failing"
                  f" (part {plan.options.part_id} of 0..{plan.options.num_parts - 1}; outputs in {plan.out})")
+    lines.extend(f"warning: {w}" for w in plan.warnings)  # in the table itself: --quiet hides warnings
     return "\n".join(line.rstrip() for line in lines)
 
 

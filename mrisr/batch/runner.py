@@ -306,10 +306,11 @@ def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
                options: BatchOptions = BatchOptions(), *, for_run: bool = False) -> Plan:
     """The plan of one part of a batch; reads the ledgers in ``out`` but writes nothing.
 
-    Before any discovery or model loading, OUT is checked (:func:`mrisr.io.atomic.check_writable`,
-    which creates and removes a hidden test file in OUT or the nearest folder above it that
-    exists): with ``for_run`` (:func:`run_batch`) a folder that cannot be written stops the
-    batch; without (a dry run) it is a warning, also in ``Plan.warnings``.
+    Before any discovery or model loading, OUT is checked (:func:`mrisr.io.atomic.check_writable`:
+    with ``for_run`` (:func:`run_batch`) it creates and removes a hidden test file in OUT or the
+    nearest folder above it that exists, and a folder that cannot be written stops the batch;
+    without (a dry run) it writes nothing, reading the mount's read-only flag and the permission
+    bits, and a folder that cannot be written is a warning, also in ``Plan.warnings``).
 
     Raises:
         InputError, OutputError: bad options, a missing input, OUT inside an input (or, with
@@ -322,7 +323,7 @@ def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
     state, skip = _locations(paths, out, o)
     problems = []
     try:
-        check_writable(state, sources=paths, folder=True)
+        check_writable(state, sources=paths, folder=True, probe=for_run)  # a dry run writes nothing
     except OutputError as exc:
         if for_run:
             raise

@@ -126,7 +126,10 @@ def init_worker(
         gpu_ids: a multiprocessing queue of ``CUDA_VISIBLE_DEVICES`` values, one taken per
             worker before torch initialises CUDA; None leaves the environment as it is.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C
+    # The coordinator handles Ctrl-C and SIGTERM (a SIGTERM to the whole process group, e.g. scancel, must not
+    # fail items as crashed); it kills its workers with SIGKILL, and so does their parent-death signal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
     _no_shared_semaphores()

@@ -505,6 +505,17 @@ image edges name the patient's directions there (R/L right/left, A/P anterior/po
 """
 
 
+def check_replaceable_report(folder: Path) -> None:
+    """Refuse to replace an existing folder that is not an mrisr report (``--force`` replaces only reports).
+
+    Raises:
+        OutputError: ``folder`` holds anything but what :func:`write_report` writes.
+    """
+    if not _is_report(folder):
+        raise OutputError("exists and is not an mrisr report folder; refusing to delete it", folder,
+                          "choose a new folder")
+
+
 def _is_report(folder: Path) -> bool:
     """An mrisr report folder: index.html with the generator marker, and only report files."""
     index = folder / "index.html"
@@ -616,9 +627,7 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
         + (["|CUBIC-HR|"] if cu is not None else []) + ["|SR-HR|"]
 
     if os.path.lexists(folder) and force and folder.is_dir() and not folder.is_symlink():
-        if not _is_report(folder):
-            raise OutputError("exists and is not an mrisr report folder; refusing to delete it", folder,
-                              "choose a new folder")
+        check_replaceable_report(folder)
         aside = _sibling(folder, "old")
         os.replace(folder, aside)
     else:

@@ -156,8 +156,10 @@ def check_outputs(
         raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
                           "name the output <scene>.mrb")
     inputs = [input] if isinstance(input, (str, os.PathLike)) else list(input)
-    for dest in (out, sidecar_path(out)):
-        check_writable(dest, force, inputs)
+    # a path without an image ending is a DICOM series folder (the only folder output)
+    series = fmt == "dicom" or (fmt is None and not mrb and not out.name.lower().endswith(_FILE_ENDINGS))
+    check_writable(out, force, inputs, kind="series" if series else "file")
+    check_writable(sidecar_path(out), force, inputs, kind="file")
     return mrb
 
 

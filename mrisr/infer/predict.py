@@ -71,7 +71,7 @@ from ..device import resolve_device
 from ..errors import InputError, MrisrError
 from ..models import SHIPPED_MODELS as _SHIPPED
 from ..models import resolve_model
-from ..preprocess import denormalize, normalize, pre_upsample
+from ..preprocess import clip_like_magnitude, denormalize, normalize, pre_upsample
 from ..volume import Volume
 from ..volume import spacing as voxel_spacing
 from .grid import coarse_axis, target_grid, upsampled_axes
@@ -274,6 +274,23 @@ def _window_count(image_size: Sequence[int], roi: Sequence[int], overlap: float)
     return len(dense_patch_slices(size, clipped, interval))
 
 
+def _progress_total(dims: int, hr_shape: Sequence[int], axis: int, partners: Sequence[int],
+                    roi: Sequence[int] | None, overlap: float) -> int:
+    """Items per channel that the progress bar counts: planes of every fused family (2D, whole
+    planes), or sliding windows (3D; 2D with ``roi``); 0 (an open-ended bar) if MONAI's window
+    rule cannot be read."""
+    if dims == 2 and roi is None:
+        return sum(hr_shape[3 - axis - p] for p in partners)
+    try:
+        if dims == 3:
+            order = [a for a in range(3) if a != axis] + [axis]
+            return _window_count([hr_shape[a] for a in order], roi, overlap)
+        return sum(hr_shape[3 - axis - p] * _window_count([hr_shape[p], hr_shape[axis]], roi, overlap)
+                   for p in partners)
+    except (ImportError, TypeError, ValueError):  # a MONAI whose private helper changed
+        return 0
+
+
 def _inferer(roi: Sequence[int], batch: int, overlap: float, dev: torch.device, out_dev: torch.device,
              halo: int) -> SlidingWindowInferer:
     return SlidingWindowInferer(roi_size=tuple(int(r) for r in roi), sw_batch_size=batch, overlap=overlap,
@@ -449,17 +466,9 @@ def upscale(
         )
     from tqdm.auto import tqdm
 
-    if dims == 3:
-        order = [a for a in range(3) if a != axis] + [axis]
-        units, total = "window", _window_count([hr_shape[a] for a in order], roi, float(overlap))
-    elif roi is None:
-        units, total = "plane", sum(hr_shape[3 - axis - p] for p in partners)
-    else:
-        units = "window"
-        total = sum(hr_shape[3 - axis - p] * _window_count([hr_shape[p], hr_shape[axis]], roi, float(overlap))
-                    for p in partners)
-    bar = tqdm(total=total * volume.n_channels, desc="upscale", unit=units, disable=not progress,
-               dynamic_ncols=True)
+    total = _progress_total(dims, hr_shape, axis, partners, roi, float(overlap)) * volume.n_channels if progress else 0
+    bar = tqdm(total=total or None, desc="upscale", unit="window" if dims == 3 or roi is not None else "plane",
+               disable=not progress, dynamic_ncols=True)
     fwd = _Forward(net, dev, use_amp, bar)
     source = _as_tensor(volume.array)
     non_negative = bool(source.numel()) and float(source.min()) >= 0.0
@@ -477,10 +486,8 @@ def upscale(
                 one = _run_planes(fwd, x, axis, p, batch=batch, roi=roi, overlap=float(overlap), halo=halo)
                 y = one if y is None else y + one
             y = y / len(partners)
-        y = denormalize(y, s)
-        if non_negative:
-            clipped += int((y < 0).sum())
-            y = y.clamp_min_(0.0)
+        y, below = clip_like_magnitude(denormalize(y, s), source)
+        clipped += below
         out[c] = y
     bar.close()
 

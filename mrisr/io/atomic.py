@@ -220,21 +220,28 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _probe_folder(folder: Path, dest: Path) -> None:
-    """Create and delete a hidden file in ``folder``: the one test of writability that also
-    holds for root, read-only mounts, full quotas and network file systems."""
-    probe = folder / f".mrisr-write-test-{secrets.token_hex(4)}"
+def _probe_folder(folder: Path, dest: Path, probe: bool) -> None:
+    """Whether a file can be made in ``folder``: with ``probe``, create and delete a hidden file
+    there (the one test that also holds for root, full quotas and network file systems); else,
+    writing nothing, the mount's read-only flag and the permission bits."""
+    fix = ("choose a writable output location (check the folder's permissions and that its disk is not mounted"
+           " read-only)")
+    if not probe:
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except OSError:  # statvfs unsupported: judge by the permission bits alone
+            read_only = False
+        if read_only or not os.access(folder, os.W_OK | os.X_OK):
+            reason = "its file system is mounted read-only" if read_only else "permission denied"
+            raise OutputError(f"cannot write in {folder}: {reason}", dest, fix=fix)
+        return
+    name = folder / f".mrisr-write-test-{secrets.token_hex(4)}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
-        raise OutputError(
-            f"cannot write in {folder}: {exc.strerror or exc}",
-            dest,
-            fix="choose a writable output location (check the folder's permissions and that its disk is not"
-            " mounted read-only)",
-        ) from exc
+        raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}", dest, fix=fix) from exc
     os.close(fd)
-    os.unlink(probe)
+    os.unlink(name)
 
 
 def check_writable(
@@ -243,21 +250,28 @@ def check_writable(
     sources: Sequence[str | os.PathLike[str]] = (),
     *,
     folder: bool = False,
+    kind: str | None = None,
+    probe: bool = True,
 ) -> Path:
     """Refuse, before any compute, an output that :func:`atomic_output` would refuse or could not write.
 
     Checks, in milliseconds: ``dest`` is not an input; unless ``folder``, it is no protected
     folder (root, home, the working folder and those above it, which :func:`atomic_output`
-    never replaces) and, existing, needs ``force``; the place ``dest`` would be written is a
-    folder (not a file) in which a file can be created and removed (a real probe, so read-only
-    mounts are caught even for root).
+    never replaces) and, existing, needs ``force`` and must be replaceable by what the writer
+    makes (``kind``); the place ``dest`` would be written is a folder (not a file) in which a
+    file can be created.
 
     Args:
         dest: the output file or folder.
         force: an existing ``dest`` may be replaced.
         sources: the inputs, which ``dest`` may never be (nor hold).
-        folder: ``dest`` is a folder that the command writes into (batch, train): an
-            existing one is probed inside and needs no ``force``.
+        folder: ``dest`` is a folder that the command writes into (batch, train): an existing
+            one (or a link to one) is checked inside and needs no ``force``.
+        kind: what the writer makes: ``"file"`` (an existing folder is never replaced by one) or
+            ``"series"`` (a DICOM series folder: an existing file is never replaced by one, and an
+            existing folder only when it holds nothing but an mrisr series); None: not checked.
+        probe: create and delete a hidden test file (default: the sure test); False writes
+            nothing and reads the mount's read-only flag and the permission bits (dry runs).
 
     Returns:
         ``dest`` as a ``Path``.
@@ -270,14 +284,24 @@ def check_writable(
         _check_not_a_protected_folder(dest)
     _check_sources(dest, sources)
     exists = os.path.lexists(dest)
-    if exists and not force and not folder:
-        raise OutputError(
-            "output already exists",
-            dest,
-            fix="pass --force / force=True to replace it, or choose another output path",
-        )
-    if folder and exists and not _is_folder(dest):
-        raise OutputError("is a file, not a folder", dest, fix="choose a folder path for this output")
+    if folder:
+        if exists and not dest.is_dir():
+            raise OutputError("is a file, not a folder", dest, fix="choose a folder path for this output")
+    elif exists:
+        if not force:
+            raise OutputError(
+                "output already exists",
+                dest,
+                fix="pass --force / force=True to replace it, or choose another output path",
+            )
+        if kind == "file" and _is_folder(dest):
+            raise OutputError("is a folder; refusing to replace a folder with a file", dest,
+                              fix="choose another output path, or remove the folder yourself")
+        if kind == "series":
+            if not _is_folder(dest):
+                raise OutputError("is a file; refusing to replace a file with a folder", dest,
+                                  fix="choose another output path, or remove the file yourself")
+            _check_replaceable_folder(dest)
     where = dest if folder and exists else _nearest_existing(dest.parent)
     if not where.is_dir():
         raise OutputError(
@@ -285,7 +309,7 @@ def check_writable(
             dest,
             fix="choose an output path inside a folder",
         )
-    _probe_folder(where, dest)
+    _probe_folder(where, dest, probe)
     return dest
 
 

@@ -181,3 +181,26 @@ def test_ctrl_c_in_process_raises_batch_interrupted(monkeypatch: pytest.MonkeyPa
     assert isinstance(stopped.value, KeyboardInterrupt) and stopped.value.signum == signal.SIGINT
     assert stopped.value.summary.counts["done"] == 1 and stopped.value.summary.counts["pending"] == 2
     assert [r["state"] for r in ledger_rows(tmp_path / "out")] == ["done", "pending", "pending"]
+
+
+def test_an_earlier_runs_outputs_are_not_taken_for_this_runs(tmp_path: Path) -> None:
+    """After Ctrl-C under --force, an item whose worker had not yet rewritten its outputs is pending,
+    not done from the outputs an earlier run left (the sidecar must be no older than the claim)."""
+    import json
+    import os
+    import time
+
+    from mrisr.batch.interrupt import MTIME_SLACK_S, finished_outputs
+
+    output = tmp_path / "sr.nii.gz"
+    output.write_bytes(b"old result")
+    sidecar = tmp_path / "sr.json"
+    sidecar.write_text(json.dumps({"batch": {"key": "k1"}, "seconds": {"upscale": 1.5}}))
+    task = Task("k1", None, str(output), "nifti", None)  # type: ignore[arg-type]  (the item is not read)
+    assert finished_outputs(task) == ([str(output), str(sidecar)], 1.5)
+    claimed = time.time()
+    old = claimed - 10 * MTIME_SLACK_S
+    os.utime(sidecar, (old, old))
+    assert finished_outputs(task, since=claimed) is None
+    os.utime(sidecar, (claimed, claimed))
+    assert finished_outputs(task, since=claimed) is not None

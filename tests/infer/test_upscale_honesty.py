@@ -95,3 +95,19 @@ def test_progress_counts_planes_or_windows(capsys, dims, unit, total):
     assert f"/{total} [" in err and (f"{unit}/s" in err or f"s/{unit}" in err), err
     assert f"{total}/{total}" in err, err  # the bar reached its end
     assert "<" in err  # tqdm's elapsed<remaining: the ETA
+
+
+def test_progress_never_stops_an_upscale(monkeypatch, capsys):
+    """The window count comes from MONAI's private helpers; if they change, the bar is open-ended,
+    the upscale runs on (and without progress the count is never asked for)."""
+    from mrisr.infer import predict
+
+    def changed(*args, **kwargs):
+        raise ImportError("MONAI moved its helper")
+
+    monkeypatch.setattr(predict, "_window_count", changed)
+    low = _block(shape=(12, 12, 4))
+    for progress in (True, False):
+        out = upscale(low, _zero_residual(3), device="cpu", roi_size=(8, 8, 8), progress=progress)
+        assert out.shape == (12, 12, 16)
+    assert "window" in capsys.readouterr().err

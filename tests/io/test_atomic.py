@@ -357,3 +357,42 @@ def test_check_writable_lets_a_command_fill_the_working_folder(tmp_path, monkeyp
     check_writable(Path("."), folder=True)
     with refused(OutputError, "current folder"):
         check_writable(tmp_path, force=True)
+
+
+def test_check_writable_takes_a_link_to_a_folder_to_fill(tmp_path) -> None:
+    from mrisr.io.atomic import check_writable
+
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "out").symlink_to(tmp_path / "disk")
+    check_writable(tmp_path / "out", folder=True)  # e.g. a batch OUT linked to another disk
+
+
+def test_check_writable_refuses_what_force_may_not_replace(tmp_path) -> None:
+    """With force, an output is replaced only by one of its kind, and a folder only when it is an
+    mrisr series: found before the work, as atomic_output would find it after."""
+    from mrisr.io.atomic import check_writable
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with refused(OutputError, "not an mrisr DICOM series"):
+        check_writable(notes, force=True, kind="series")
+    with refused(OutputError, "replace a file with a folder"):
+        check_writable(a_file, force=True, kind="series")
+    with refused(OutputError, "replace a folder with a file"):
+        check_writable(notes, force=True, kind="file")
+    check_writable(a_file, force=True, kind="file")
+
+
+def test_check_writable_without_a_probe_writes_nothing(tmp_path, read_only_dir) -> None:
+    import os
+
+    from mrisr.io.atomic import check_writable
+
+    before = os.stat(tmp_path).st_mtime_ns
+    check_writable(tmp_path / "out", folder=True, probe=False)
+    assert os.stat(tmp_path).st_mtime_ns == before and not (tmp_path / "out").exists()
+    with refused(OutputError, "cannot write in"):
+        check_writable(read_only_dir / "out", folder=True, probe=False)
