@@ -28,7 +28,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, s
 def test_simulate_writes_lr_and_sidecar(capsys, tmp_path: Path, hr_path: Path) -> None:
     out = tmp_path / "lr.nii.gz"
     code, stdout, err = _run(capsys, "simulate", hr_path, "-o", out, "--protocol", "brain-t1-axial-5mm",
-                             "--seed", 3)
+                             "--seed", 3, "--random")
     assert code == 0, err
     assert "lr.json" in stdout
     lr, hr = mrisr.load(out), mrisr.load(hr_path)

@@ -370,8 +370,9 @@ class SliceGrid:
 def fit_slice_grid(ordered: Sequence[SliceRecord]) -> SliceGrid:
     """The uniform grid of a stack sorted along its normal (at least 2 slices); no checks.
 
-    Positions whose rounding the stored decimals explain: span / (n - 1) and the first slice's
-    position. Positions rounded to 0.1 mm around an offset (more decimals written than kept):
+    Positions whose rounding the stored decimals explain (exact stacks on a 0.1 mm grid among
+    them): span / (n - 1) and the first slice's position. Positions rounded to 0.1 mm around an
+    offset that the decimals do not explain (more decimals written than kept):
     the least-squares fit of all positions, ``d_k = a + k * step`` along the normal and the mean
     in-plane position, which averages every slice's rounding out instead of keeping the end
     slices' (up to 0.09 mm each).
@@ -382,6 +383,12 @@ def fit_slice_grid(ordered: Sequence[SliceRecord]) -> SliceGrid:
     n = len(d)
     k = np.arange(n, dtype=np.float64)
     steps, coarse = _rounding_steps(ordered, normal)
+    if coarse:  # on a 0.1 mm grid; but an exact stack (3.0 mm steps written as 12.3000) is too: keep it exact
+        exact = np.array([r.position_quanta for r in ordered], dtype=np.float64) * (np.ptp(positions, axis=0) > 0)
+        exact_errors = _rounding_errors(exact, normal)
+        line = d - (d[0] + k * (d[-1] - d[0]) / (n - 1))
+        if np.all(np.abs(line) <= exact_errors + max(exact_errors[0], exact_errors[-1]) + POSITION_NOISE_MM):
+            steps, coarse = exact, False
     errors = _rounding_errors(steps, normal)
     if coarse:
         kc = k - k.mean()

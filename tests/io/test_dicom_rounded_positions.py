@@ -109,7 +109,9 @@ def test_rounded_oblique_series_load_within_0_1_mm(order: int, oblique: float, s
 
     slope, worst = lsq_residual(files)
     grid = volume.meta["slice_grid"]
-    assert grid["fit"] == "least squares" and grid["n_slices"] == n
+    assert grid["n_slices"] == n
+    # rounding that left the stack exact (an axial stack whose z steps are whole 0.1 mm) keeps the exact fit
+    assert grid["fit"] == ("least squares" if worst > 1e-6 else "end slices")
     assert grid["spacing_mm"] == pytest.approx(abs(slope), abs=1e-9)
     assert grid["spacing_mm"] == pytest.approx(spacing, abs=0.02)
     assert grid["max_residual_mm"] == pytest.approx(worst, abs=1e-9)
@@ -282,3 +284,16 @@ def test_thin_exact_slices_on_a_0_1_mm_grid_are_not_taken_for_rounding(tmp_path:
     assert not caught
     assert volume.shape == (4, 4, n)
     assert volume.meta["slice_grid"]["spacing_mm"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_an_exact_stack_on_a_0_1_mm_grid_is_not_called_rounded(tmp_path: Path) -> None:
+    """3.0 mm axial slices written exactly with 4 decimals lie on a 0.1 mm grid too: they keep the
+    exact end-slice grid and its tight check, and the record does not claim a rounding fit."""
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    affine[:3, 3] = [-40.0, -30.0, -35.2]
+    write_series(tmp_path / "exact", seeded_data((8, 8, 10), 3), affine, position_decimals=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        volume = load(tmp_path / "exact")
+    assert volume.meta["slice_grid"]["fit"] == "end slices"
+    assert volume.meta["slice_grid"]["max_residual_mm"] < 1e-6
