@@ -22,6 +22,17 @@ def seeded_data(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(-1000, 3000, shape).astype(np.int16)
 
 
+def tag_projections(paths: Sequence[Path]) -> np.ndarray:
+    """The stored ImagePositionPatient of each file projected on the slice normal (row x column of
+    the stored ImageOrientationPatient), sorted, mm: a reference read straight from the tags."""
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    iop = np.array([float(v) for v in headers[0].ImageOrientationPatient])
+    normal = np.cross(iop[:3], iop[3:])
+    normal /= np.linalg.norm(normal)
+    stored = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
+    return np.sort(stored @ normal)
+
+
 def lps_geometry(affine_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row cosine, column cosine, (row spacing, col spacing), slice step vector) in LPS
     for an affine whose voxel axes are (column index, row index, slice)."""

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import phantom_affine, refused
-from dicom_factory import LPS_TO_RAS, corner_distance, seeded_data, sitk_series, write_series
+from dicom_factory import LPS_TO_RAS, corner_distance, seeded_data, sitk_series, tag_projections, write_series
 
 from mrisr.errors import GeometryError
 from mrisr.io import load
@@ -52,12 +52,7 @@ def lsq_residual(files: list[Path]) -> tuple[float, float]:
     """(slope, largest |residual|) of the least-squares line through the stored positions
     projected on the slice normal (row x col of the stored ImageOrientationPatient), computed
     here straight from the tags."""
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    iop = np.array([float(v) for v in headers[0].ImageOrientationPatient])
-    normal = np.cross(iop[:3], iop[3:])
-    normal /= np.linalg.norm(normal)
-    stored = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
-    d = np.sort(stored @ normal)
+    d = tag_projections(files)
     k = np.arange(len(d))
     slope, intercept = np.polyfit(k, d, 1)
     return float(slope), float(np.max(np.abs(d - (intercept + slope * k))))
