@@ -78,8 +78,8 @@ def prepare(folder: Path, n_items: int, cols: int, rows: int, n_slices: int) -> 
             generate_series(root / f"study{i:04d}" / "t2", i, cols, rows, n_slices)
         import torch
 
+        from mrisr.models.card import save_checkpoint
         from mrisr.nets import VDSR
-        from mrisr.train.checkpoint import save_checkpoint
 
         torch.manual_seed(0)
         save_checkpoint(VDSR(2, features=4, depth=3), model, {"note": "untrained, for benchmarks/batch.py"})

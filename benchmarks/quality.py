@@ -50,8 +50,10 @@ from mrisr.evaluate import evaluate
 from mrisr.evaluate.metrics import GRID_ATOL_MM, resolve_mask
 from mrisr.evaluate.report import _nearest_on_grid, view_figure, write_png
 from mrisr.export import sha256_file
-from mrisr.infer.predict import SHIPPED_MODELS, load_model, upscale
+from mrisr.infer.predict import upscale
 from mrisr.kspace import degrade
+from mrisr.models import SHIPPED_MODELS
+from mrisr.models.loaded import load_model
 from mrisr.preprocess import pre_upsample
 from mrisr.protocol import AcquisitionParams, Protocol, list_protocols, load_protocol
 from mrisr.train.data import stream_generator
@@ -170,7 +172,8 @@ def score(hr: Volume, image: Volume, mask: np.ndarray, axis: int, name: str) -> 
 
 def describe_model(arg: str) -> ModelSpec:
     """Read a model's card (a shipped name or a checkpoint path) without running it."""
-    net, card = load_model(arg, "cpu")
+    loaded = load_model(arg, "cpu")
+    net, card = loaded.net, loaded.card
     config = (card.get("architecture") or {}).get("config") or getattr(net, "config", {})
     data = [*card.get("training_data", []), *card.get("validation_data", [])]
     return ModelSpec(arg=arg, spatial_dims=int(config.get("spatial_dims", 2)),

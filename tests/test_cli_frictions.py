@@ -123,8 +123,8 @@ def test_simulate_random_draws_from_the_training_ranges(capsys, tmp_path) -> Non
 @pytest.fixture
 def tiny_run(tmp_path) -> Path:
     """A training run folder holding a tiny checkpoint in best/ (what mrisr train writes)."""
+    from mrisr.models.card import save_checkpoint
     from mrisr.nets import VDSR
-    from mrisr.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     save_checkpoint(VDSR(3, features=4, depth=2).eval(), tmp_path / "run" / "best", {"note": "test"})
@@ -150,7 +150,7 @@ def test_export_onnx_takes_every_model_form(capsys, tmp_path, tiny_run) -> None:
 
 def test_upscale_with_a_run_folder_and_the_same_spec_in_export(capsys, tmp_path, tiny_run) -> None:
     """One resolver for both: what upscale --model accepts, the checkpoint location names."""
-    from mrisr.infer.predict import checkpoint_location
+    from mrisr.models.loaded import checkpoint_location
 
     assert checkpoint_location(tiny_run) == tiny_run / "best"
     assert checkpoint_location(tiny_run / "best" / "model.json") == tiny_run / "best" / "model.json"
@@ -264,7 +264,8 @@ def test_the_fitted_slice_grid_is_in_every_sidecar(capsys, tmp_path) -> None:
     simulated = json.loads((tmp_path / "lr.json").read_text())
     assert simulated["input"]["slice_grid"] == pytest.approx(grid)
 
-    from mrisr.infer.job import LoadedModel, upscale_file
+    from mrisr.infer.job import upscale_file
+    from mrisr.models.loaded import LoadedModel
     from mrisr.nets import VDSR
 
     model = LoadedModel(VDSR(2, features=4, depth=2).eval(), {}, "tiny", "cpu")

@@ -16,8 +16,8 @@ from dicom_factory import write_series
 
 import mrisr
 from mrisr.cli import main
+from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
-from mrisr.train.checkpoint import save_checkpoint
 from mrisr.volume import Volume, canonical, fov_affine, world_corners
 
 

@@ -27,8 +27,8 @@ from conftest import REPO, refused
 import mrisr
 from mrisr import cli, demo
 from mrisr.errors import OutputError
+from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
-from mrisr.train.checkpoint import save_checkpoint
 from mrisr.volume import crop
 
 #: The SR NIfTI's field of view must match the sample's to this (mm).

@@ -238,7 +238,7 @@ def _model_identity(model: str | None) -> dict[str, Any]:
     per volume), the sha256 of every shipped model's weights, so new weights are new work."""
     if model is None:
         from ..models import shipped_models
-        from ..train.checkpoint import read_card
+        from ..models.card import read_card
 
         return {"default": {name: read_card(card).get("weights", {}).get("sha256")
                             for name, card in shipped_models().items()}}

@@ -1,8 +1,8 @@
 """Image-quality metrics of a prediction against a reference on the same grid.
 
 PSNR (dB), SSIM (MONAI, 3D Gaussian window) and NRMSE inside a foreground mask, plus
-PSNR per slice along one voxel axis. The masked PSNR and SSIM are those of validation
-during training (:mod:`mrisr.train.validation`), so the numbers agree with the training logs.
+PSNR per slice along one voxel axis. Training validation and model shipping score with the same
+:func:`masked_psnr` and :func:`bbox_ssim`, so the numbers agree with the training logs.
 """
 
 from __future__ import annotations
@@ -12,15 +12,48 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import SSIMMetric
 
 from ..errors import InputError
-from ..train.validation import bbox_ssim, foreground_mask, masked_psnr
+from ..preprocess import foreground_mask
 from ..volume import Volume, world_corners
 
-__all__ = ["evaluate", "check_same_grid", "resolve_mask", "volume_name", "GRID_ATOL_MM"]
+__all__ = ["evaluate", "check_same_grid", "resolve_mask", "volume_name", "masked_psnr", "bbox_ssim", "GRID_ATOL_MM"]
 
 #: Two grids are the same when their field-of-view corners are within this (mm).
 GRID_ATOL_MM = 1e-3
+
+
+def masked_psnr(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR (dB) over ``mask``, the data range being the target's range inside the mask."""
+    t, p = target[mask].to(torch.float64), prediction[mask].to(torch.float64)
+    mse = float(((p - t) ** 2).mean())
+    data_range = float(t.max() - t.min()) if t.numel() else 0.0
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(max(data_range, 1e-12) ** 2 / mse)
+
+
+def bbox_ssim(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """SSIM (MONAI, 3D Gaussian window) over the bounding box of ``mask``, per channel, averaged.
+
+    ``prediction``, ``target``: ``(C, X, Y, Z)``; the box is padded to the window size when needed.
+    """
+    nz = torch.nonzero(mask.any(0) if mask.ndim == 4 else mask)
+    if nz.numel() == 0:
+        return float("nan")
+    lo = nz.min(0).values
+    hi = nz.max(0).values + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    p = prediction[(slice(None), *box)].to(torch.float32)
+    t = target[(slice(None), *box)].to(torch.float32)
+    pad = [max(0, 11 - s) for s in t.shape[1:]]
+    if any(pad):
+        spec = [x for d in reversed(pad) for x in (0, d)]
+        p, t = torch.nn.functional.pad(p, spec, mode="replicate"), torch.nn.functional.pad(t, spec, mode="replicate")
+    data_range = float(t.max() - t.min()) or 1.0
+    metric = SSIMMetric(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=11, kernel_sigma=1.5)
+    return float(metric(p[:, None], t[:, None]).mean())
 
 
 def volume_name(volume: Volume, default: str) -> str:

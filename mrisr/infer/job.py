@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import InputError, OutputError
@@ -28,7 +27,10 @@ from ..export.sidecar import sha256_file, sidecar_path, write_sidecar
 from ..io import FORMATS, load, save
 from ..io.atomic import check_writable
 
-__all__ = ["LoadedModel", "cached_model", "check_outputs", "clear_model_cache", "upscale_file", "volume_name",
+if TYPE_CHECKING:
+    from ..models.loaded import LoadedModel
+
+__all__ = ["cached_model", "check_outputs", "clear_model_cache", "upscale_file", "volume_name",
            "one_or_three"]
 
 #: The fields of :func:`mrisr.infer.upscale`'s record that the sidecar repeats: what ran, and how.
@@ -37,23 +39,6 @@ _RECORDED = ("ran", "identity_grid", "spatial_dims", "coarse_axis", "upsampled_a
 
 #: Endings of the single-file formats ``save`` writes; a DICOM input to any other path is a DICOM series.
 _FILE_ENDINGS = tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A network ready to run (eval mode, on ``device``), its model card and the spec it came from.
-
-    Attributes:
-        net: the ``torch.nn.Module``.
-        card: the model card (``{}`` for a network passed in directly).
-        spec: what was loaded: a checkpoint path or a shipped model's name, as text.
-        device: the device the network is on (``cpu``, ``cuda:0``...).
-    """
-
-    net: Any
-    card: dict[str, Any]
-    spec: str
-    device: str
 
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}
@@ -68,10 +53,9 @@ def cached_model(spec: str | os.PathLike[str], device: str) -> LoadedModel:
     """
     key = (_identity(spec), str(device))
     if key not in _CACHE:
-        from .predict import load_model
+        from ..models.loaded import load_model
 
-        net, card = load_model(spec, device)
-        _CACHE[key] = LoadedModel(net, card, os.fspath(spec), str(device))
+        _CACHE[key] = load_model(spec, device)
     return _CACHE[key]
 
 
@@ -226,6 +210,8 @@ def upscale_file(
         raise InputError(f"has {volume.n_channels} volumes; a Slicer scene holds scalar volumes", label,
                          "upscale to NIfTI or NRRD instead of --format mrb")
     loaded = time.perf_counter()
+    from ..models.loaded import LoadedModel
+
     if isinstance(model, LoadedModel):
         chosen = model
     else:
@@ -234,7 +220,8 @@ def upscale_file(
         fmt = "dicom"  # DICOM in, derived DICOM series out
     from .predict import upscale
 
-    result = upscale(volume, chosen.net, spacing=one_or_three(spacing), scale=one_or_three(scale), device=dev,
+    # the LoadedModel, not its bare network: the card (e.g. the 3D training patch size) decides how it runs
+    result = upscale(volume, chosen, spacing=one_or_three(spacing), scale=one_or_three(scale), device=dev,
                      progress=progress)
     computed = time.perf_counter()
     result = result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"})

@@ -82,8 +82,8 @@ def _prepare(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, dict
     meta: dict[str, Any] = {}
     sources: list[Path] = []
     if isinstance(model, (str, os.PathLike)):
-        from ..train.checkpoint import card_path, load_checkpoint
-        from .predict import checkpoint_location
+        from ..models.card import card_path, load_checkpoint
+        from ..models.loaded import checkpoint_location
 
         location = checkpoint_location(model)  # a shipped name, run folder, checkpoint folder, card or weights
         net, card = load_checkpoint(location, "cpu")
@@ -259,7 +259,7 @@ def export_onnx(
             ``torch.compile`` wrappers are looked through; the network itself is left as it
             was), or every form ``mrisr upscale --model`` takes: a shipped model's name, a
             training run's folder, a checkpoint's folder, ``.json`` card or ``.safetensors``
-            weights (see :func:`mrisr.infer.predict.checkpoint_location`).
+            weights (see :func:`mrisr.models.loaded.checkpoint_location`).
         path: the ``.onnx`` file to write (atomically: written beside it, then renamed).
         opset: the ONNX opset, 17 to 20.
         force: replace an existing file.

@@ -54,12 +54,10 @@ Decisions:
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,88 +67,17 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import InputError, MrisrError
-from ..models import SHIPPED_MODELS as _SHIPPED
 from ..models import resolve_model
+from ..models.loaded import LoadedModel, load_model
 from ..preprocess import clip_like_magnitude, denormalize, normalize, pre_upsample
 from ..volume import Volume
 from ..volume import spacing as voxel_spacing
 from .grid import coarse_axis, target_grid, upsampled_axes
 
-__all__ = ["SHIPPED_MODELS", "checkpoint_location", "load_model", "upscale"]
-
-#: Shipped model name -> model card path, read live from the package folder (see :mod:`mrisr.models`).
-SHIPPED_MODELS = _SHIPPED
+__all__ = ["load_model", "upscale"]
 
 #: Default 3D window (training patch layout) when the model card names no patch size.
 DEFAULT_ROI_3D = (64, 64, 64)
-
-
-def checkpoint_location(model: str | os.PathLike[str]) -> Path:
-    """Where the checkpoint that ``model`` names lies: every form ``upscale --model`` takes.
-
-    Args:
-        model: a checkpoint's ``.json`` card, its ``.safetensors`` weights, its folder, a
-            training run's folder (its ``best/``), or a shipped model's name (:data:`SHIPPED_MODELS`).
-
-    Returns:
-        The path to give :func:`mrisr.train.checkpoint.load_checkpoint` (card, weights or folder).
-
-    Raises:
-        InputError: no such file nor shipped model (a close name suggested).
-    """
-    text = os.fspath(model)
-    path = Path(text)
-    if path.exists():
-        if path.is_dir() and not (path / "model.json").exists() and (path / "best" / "model.json").exists():
-            return path / "best"  # a run directory stands for its best checkpoint
-        return path
-    if text in SHIPPED_MODELS:
-        return Path(SHIPPED_MODELS[text])
-    if "/" in text or os.sep in text or path.suffix in (".json", ".safetensors"):
-        raise InputError("checkpoint not found", path, "give the path of a model card, weights or run folder")
-    close = difflib.get_close_matches(text, list(SHIPPED_MODELS), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else (
-        f"known: {', '.join(sorted(SHIPPED_MODELS))}" if SHIPPED_MODELS else "none ship yet")
-    raise InputError(f"no shipped model named {text!r} ({hint})", "model",
-                     "give a shipped model's name (mrisr models) or the path of a checkpoint (.json card, "
-                     ".safetensors or its folder)")
-
-
-def load_model(model: nn.Module | str | os.PathLike[str], device: str | torch.device = "cpu"
-               ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(network in eval mode on device, model card)``.
-
-    Args:
-        model: a network (passed through, card ``{}``); or any form of
-            :func:`checkpoint_location`: a card, weights, checkpoint or run folder, a shipped name.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        InputError: no such file nor shipped model (a close name suggested), an unreadable
-            checkpoint (see :func:`mrisr.train.checkpoint.load_checkpoint`), a bad device.
-    """
-    dev = resolve_device(device)
-    if isinstance(model, nn.Module):
-        return model.to(dev).eval(), {}
-    if not isinstance(model, (str, os.PathLike)):
-        raise InputError(f"model must be a network, a checkpoint path or a model name, got {type(model).__name__}",
-                         "model", "give a .json model card, a checkpoint folder or a shipped model's name")
-    from ..train.checkpoint import load_checkpoint
-
-    return load_checkpoint(checkpoint_location(model), dev)
-
-
-# --------------------------------------------------------------------------- model facts
-
-
-def _config(net: nn.Module, card: dict[str, Any]) -> dict[str, Any]:
-    arch = card.get("architecture") if isinstance(card, dict) else None
-    if isinstance(arch, dict) and isinstance(arch.get("config"), dict):
-        return arch["config"]
-    from ..nets import unwrap
-
-    config = getattr(unwrap(net), "config", None)
-    return config if isinstance(config, dict) else {}
 
 
 def _spatial_dims(net: nn.Module, config: dict[str, Any]) -> int:
@@ -159,23 +86,6 @@ def _spatial_dims(net: nn.Module, config: dict[str, Any]) -> int:
         raise InputError(f"model's spatial_dims is {dims!r}; upscale runs 2D or 3D networks", "model",
                          "give a network with spatial_dims 2 or 3 (its .config or model card says which)")
     return int(dims)
-
-
-def _card_patch_size(card: dict[str, Any], dims: int) -> tuple[int, ...] | None:
-    """The training patch size a model card records, if any (``protocol.train.patch_size``,
-    ``train.patch_size`` or ``patch_size``) and if it has ``dims`` values."""
-    candidates = [card.get("patch_size")]
-    for key in ("protocol", "train"):
-        block = card.get(key)
-        if isinstance(block, dict):
-            candidates.append(block.get("patch_size"))
-            if isinstance(block.get("train"), dict):
-                candidates.append(block["train"].get("patch_size"))
-    for value in candidates:
-        if isinstance(value, (list, tuple)) and len(value) == dims and all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-            return tuple(int(v) for v in value)
-    return None
 
 
 def _model_info(net: nn.Module, card: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +272,7 @@ def _as_tensor(array: Any) -> torch.Tensor:
 
 def upscale(
     volume: Volume,
-    model: nn.Module | str | os.PathLike[str] | None = None,
+    model: LoadedModel | nn.Module | str | os.PathLike[str] | None = None,
     *,
     spacing: float | Sequence[float] | None = None,
     scale: float | Sequence[float] | None = None,
@@ -379,9 +289,10 @@ def upscale(
 
     Args:
         volume: the input, ``(C, X, Y, Z)``; any orientation, oblique included.
-        model: a network, a checkpoint path (card, weights, folder or run folder) or a
-            shipped model's name (see :func:`load_model`); ``None``: the shipped default for
-            the input's voxel spacing (:func:`mrisr.models.resolve_model`).
+        model: a :class:`~mrisr.models.loaded.LoadedModel` (its card decides the 3D window),
+            a network, a checkpoint path (card, weights, folder or run folder) or a shipped
+            model's name (see :func:`mrisr.models.loaded.load_model`); ``None``: the shipped
+            default for the input's voxel spacing (:func:`mrisr.models.resolve_model`).
         spacing: target spacing, mm (one value or one per voxel axis).
         scale: upsampling factor per voxel axis (one or three); not with ``spacing``.
             Neither: isotropic at the finest input spacing.
@@ -416,8 +327,8 @@ def upscale(
     lr_shape = volume.shape
     axis = coarse_axis(volume.affine, lr_shape, hr_affine, hr_shape)
     dev = resolve_device(device)
-    net, card = load_model(resolve_model(model, volume), dev)
-    config = _config(net, card)
+    loaded = load_model(resolve_model(model, volume), dev)
+    net, card, config = loaded.net, loaded.card, loaded.config
     dims = _spatial_dims(net, config)
     in_channels = config.get("in_channels", getattr(net, "in_channels", 1))
     if in_channels != 1:
@@ -446,7 +357,7 @@ def upscale(
     voxels = int(np.prod(hr_shape))
     out_dev = torch.device("cpu")
     if dims == 3:
-        roi = roi or _card_patch_size(card, 3) or DEFAULT_ROI_3D
+        roi = roi or loaded.patch_size(3) or DEFAULT_ROI_3D
         if dev.type == "cuda" and 3 * voxels * 4 < _free_cuda_bytes(dev):
             out_dev = dev
         reserved = 2 * voxels * 4 if out_dev.type == "cuda" else 0

@@ -2,7 +2,7 @@
 
 A model is *shipped* when its card ``<MODELS_DIR>/<name>.json`` exists; the card names its
 weights file (``weights.file``, beside it) and their sha256, which
-:func:`mrisr.train.checkpoint.load_checkpoint` checks before reading them with safetensors.
+:func:`mrisr.models.card.load_checkpoint` checks before reading them with safetensors.
 The registry is read from the folder on every access (a handful of files), so a model
 written by :mod:`mrisr.models.ship` is found at once, and tests can point
 :data:`MODELS_DIR` at a folder of their own (``monkeypatch.setattr(registry, "MODELS_DIR", ...)``).
@@ -83,7 +83,7 @@ def model_summary(card_path: Path) -> dict[str, Any]:
     (the path). A card that cannot be read gives ``error`` (one line) instead.
     """
     from ..errors import MrisrError
-    from ..train.checkpoint import read_card
+    from .card import read_card
 
     try:
         card = read_card(card_path)

@@ -2,7 +2,7 @@
 
 Takes a training run's best checkpoint (``RUN_DIR/best/model.safetensors`` + ``model.json``, see
 :mod:`mrisr.train.engine`) and writes ``mrisr/models/NAME.safetensors`` and its model card
-``NAME.json`` (through :func:`mrisr.train.checkpoint.save_checkpoint`), after these checks:
+``NAME.json`` (through :func:`mrisr.models.card.save_checkpoint`), after these checks:
 
 1. **Validation.** The model is scored on the run's validation volumes (the ``--val`` of the
    training command recorded in the card, or ``--val`` here) at the protocol's nominal
@@ -10,7 +10,7 @@ Takes a training run's best checkpoint (``RUN_DIR/best/model.safetensors`` + ``m
    run's seed, :func:`mrisr.train.validation.predict_volume`, foreground PSNR and SSIM). The
    pre-upsampled (tricubic) input is scored too: the card records the gain over it.
 2. **Half precision** (``--half``): the weights are stored as float16 and load into the float32
-   network (:func:`~mrisr.train.checkpoint.load_checkpoint` casts them). The tool refuses when
+   network (:func:`~mrisr.models.card.load_checkpoint` casts them). The tool refuses when
    that changes any validation volume's PSNR by :data:`HALF_TOLERANCE` ``psnr_db`` (0.01 dB) or
    more, or its SSIM by ``ssim`` (1e-4) or more; the card records the check (``half_check``).
 3. **Data.** Every training volume needs a licence note (:data:`KNOWN_DATA`, by sha256, or
@@ -160,7 +160,9 @@ def _existing(paths: Sequence[str | os.PathLike[str]], what: str) -> list[Path]:
 def _score(model: nn.Module, pairs: list[dict[str, Any]], protocol: Any,
            device: torch.device) -> list[dict[str, float]]:
     """Foreground PSNR (dB) and SSIM of the model and of its input (the tricubic baseline) per pair."""
-    from ..train.validation import bbox_ssim, foreground_mask, masked_psnr, predict_volume
+    from ..evaluate.metrics import bbox_ssim, masked_psnr
+    from ..preprocess import foreground_mask
+    from ..train.validation import predict_volume
 
     scores = []
     for pair in pairs:
@@ -272,7 +274,7 @@ def _volume_record(path: Path, role: str) -> dict[str, Any]:
 
 def _shipped_bytes(dest: Path, skip: str) -> int:
     """Bytes of the weights of the models shipped in ``dest``, leaving out ``skip``."""
-    from ..train.checkpoint import read_card
+    from .card import read_card
 
     total = 0
     for card_path in sorted(dest.glob("*.json")):
@@ -324,8 +326,8 @@ def ship(
     """
     from ..device import resolve_device
     from ..nets import unwrap
-    from ..train.checkpoint import load_checkpoint, save_checkpoint
     from ..train.data import load_training_volumes, validation_pairs
+    from .card import load_checkpoint, save_checkpoint
 
     say = log or (lambda line: None)
     if not isinstance(name, str) or not registry.NAME_PATTERN.match(name):

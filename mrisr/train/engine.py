@@ -32,15 +32,17 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..device import resolve_device
 from ..errors import InputError, OutputError
+from ..evaluate.metrics import bbox_ssim, masked_psnr
 from ..export.sidecar import json_ready, sha256_file
 from ..io.atomic import check_writable
+from ..models.card import save_checkpoint
 from ..nets import network_from_block, network_name
+from ..preprocess import foreground_mask
 from ..protocol import Protocol, load_protocol
-from .checkpoint import save_checkpoint
 from .data import PatchPairs, load_training_volumes, validation_pairs
 from .handlers import GradientClipping
 from .optim import build_optimizer, build_scheduler
-from .validation import VolumeInferer, bbox_ssim, foreground_mask, masked_psnr
+from .validation import VolumeInferer
 
 __all__ = ["train"]
 
@@ -360,9 +362,10 @@ def _initialise(model: torch.nn.Module, init: str | Path, resume: bool) -> dict:
     """Copy a checkpoint's weights into ``model`` (same architecture); its path and sha256."""
     if resume:
         raise InputError("init and resume both given", init, "resume continues a run; init starts a new one")
-    from ..infer.predict import load_model  # names of shipped models and run folders too
+    from ..models.loaded import load_model  # names of shipped models and run folders too
 
-    source, card = load_model(init, "cpu")
+    loaded = load_model(init, "cpu")
+    source, card = loaded.net, loaded.card
     ours = json.loads(json.dumps(json_ready({"name": network_name(model), "config": dict(model.config)})))
     theirs = card["architecture"]
     if theirs != ours:

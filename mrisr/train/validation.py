@@ -1,4 +1,4 @@
-"""Whole-volume prediction for validation, and PSNR/SSIM inside a foreground mask.
+"""Whole-volume prediction for validation (scored with :mod:`mrisr.evaluate.metrics`).
 
 A 2D network runs on the planes that contain the degraded (slice) axis; a 3D network
 through MONAI's sliding-window inferer with Gaussian blending.
@@ -6,16 +6,12 @@ through MONAI's sliding-window inferer with Gaussian blending.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.metrics import SSIMMetric
 
-from ..preprocess import foreground_mask  # re-exported: validation scores in this foreground
-
-__all__ = ["predict_volume", "VolumeInferer", "foreground_mask", "masked_psnr", "bbox_ssim"]
+__all__ = ["predict_volume", "VolumeInferer"]
 
 
 @torch.no_grad()
@@ -76,35 +72,3 @@ class VolumeInferer(Inferer):
                  slice_axis: int = 2, **kwargs: object) -> torch.Tensor:
         return predict_volume(network, inputs[0].cpu(), spatial_dims=self.spatial_dims, slice_axis=slice_axis,
                               roi_size=self.roi_size, device=self.device)[None]
-
-
-def masked_psnr(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
-    """PSNR (dB) over ``mask``, the data range being the target's range inside the mask."""
-    t, p = target[mask].to(torch.float64), prediction[mask].to(torch.float64)
-    mse = float(((p - t) ** 2).mean())
-    data_range = float(t.max() - t.min()) if t.numel() else 0.0
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(max(data_range, 1e-12) ** 2 / mse)
-
-
-def bbox_ssim(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
-    """SSIM (MONAI, 3D Gaussian window) over the bounding box of ``mask``, per channel, averaged.
-
-    ``prediction``, ``target``: ``(C, X, Y, Z)``; the box is padded to the window size when needed.
-    """
-    nz = torch.nonzero(mask.any(0) if mask.ndim == 4 else mask)
-    if nz.numel() == 0:
-        return float("nan")
-    lo = nz.min(0).values
-    hi = nz.max(0).values + 1
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    p = prediction[(slice(None), *box)].to(torch.float32)
-    t = target[(slice(None), *box)].to(torch.float32)
-    pad = [max(0, 11 - s) for s in t.shape[1:]]
-    if any(pad):
-        spec = [x for d in reversed(pad) for x in (0, d)]
-        p, t = torch.nn.functional.pad(p, spec, mode="replicate"), torch.nn.functional.pad(t, spec, mode="replicate")
-    data_range = float(t.max() - t.min()) or 1.0
-    metric = SSIMMetric(spatial_dims=3, data_range=data_range, kernel_type="gaussian", win_size=11, kernel_sigma=1.5)
-    return float(metric(p[:, None], t[:, None]).mean())

@@ -22,8 +22,8 @@ def tiny_model(folder: Path) -> Path:
     """An untrained 2D VDSR (4 features, 3 layers) saved as a checkpoint; returns its card."""
     import torch
 
+    from mrisr.models.card import save_checkpoint
     from mrisr.nets import VDSR
-    from mrisr.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     return save_checkpoint(VDSR(2, features=4, depth=3), folder, {"note": "untrained, for batch tests"})

@@ -139,8 +139,8 @@ def test_default_model_per_volume(monkeypatch, tmp_path: Path) -> None:
     """Without --model each scan gets the shipped default for its spacing; the shipped weights are in the keys."""
     from mrisr.infer.job import clear_model_cache
     from mrisr.models import registry
+    from mrisr.models.card import save_checkpoint
     from mrisr.nets import VDSR
-    from mrisr.train.checkpoint import save_checkpoint
 
     shipped = tmp_path / "shipped"
     torch.manual_seed(0)

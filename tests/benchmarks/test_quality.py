@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import phantom
 
+from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
 from mrisr.protocol import load_protocol
-from mrisr.train.checkpoint import save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import quality  # noqa: E402  (a script folder, not a package)

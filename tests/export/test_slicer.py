@@ -259,8 +259,8 @@ def test_cli_export_slicer(capsys, tmp_path: Path) -> None:
 def model_card(tmp_path: Path) -> Path:
     import torch
 
+    from mrisr.models.card import save_checkpoint
     from mrisr.nets import VDSR
-    from mrisr.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     return save_checkpoint(VDSR(2, features=4, depth=3), tmp_path / "model", {})

@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from mrisr.infer.onnx import check_onnx, export_onnx, read_onnx_metadata  # noqa: E402
-from mrisr.train.checkpoint import save_checkpoint  # noqa: E402
+from mrisr.models.card import save_checkpoint  # noqa: E402
 
 
 def _net(dims: int, seed: int = 0, **kwargs: int) -> VDSR:

@@ -11,9 +11,9 @@ from conftest import AXIS_ORDERS, phantom, refused
 
 from mrisr.errors import InputError
 from mrisr.infer import load_model, upscale
+from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
 from mrisr.preprocess import normalize, pre_upsample
-from mrisr.train.checkpoint import save_checkpoint
 from mrisr.volume import Volume, fov_affine, spacing
 
 
@@ -189,15 +189,16 @@ def test_load_model_round_trip(tmp_path):
     expected = upscale(lr, net, spacing=1.0, device="cpu")
     best = tmp_path / "run" / "best"
     for where in (best, best / "model.json", best / "model.safetensors", tmp_path / "run", str(best)):
-        loaded, card = load_model(where, "cpu")
+        model = load_model(where, "cpu")
+        loaded, card = model.net, model.card
         assert card["architecture"]["config"]["spatial_dims"] == 2 and card["note"] == "test"
         for k, v in net.state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v)
     out = upscale(lr, tmp_path / "run", spacing=1.0, device="cpu")
     np.testing.assert_array_equal(out.array, expected.array)
     assert out.meta["upscale"]["model"]["sha256"] == card["weights"]["sha256"]
-    passed, card = load_model(net, "cpu")
-    assert passed is net and card == {}
+    passed = load_model(net, "cpu")
+    assert passed.net is net and passed.card == {}
 
 
 def test_unknown_names_and_missing_checkpoints(tmp_path):

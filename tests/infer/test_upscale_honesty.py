@@ -75,7 +75,7 @@ def test_sidecar_says_what_ran(tmp_path):
     image = Volume(np.random.default_rng(0).uniform(0, 100, (1, 16, 12, 1)).astype(np.float32),
                    np.diag([0.8, 0.8, 5.0, 1.0]), {})
     source = save(image, tmp_path / "image.nii.gz")
-    from mrisr.infer.job import LoadedModel
+    from mrisr.models.loaded import LoadedModel
 
     model = LoadedModel(_zero_residual(2), {}, "zero", "cpu")
     with pytest.warns(UserWarning, match="nothing to upscale"):

@@ -16,8 +16,8 @@ from mrisr.errors import InputError
 from mrisr.export import sidecar_path
 from mrisr.infer import target_grid
 from mrisr.models import ANISOTROPIC, THICK_SLICE, default_model_name, registry, resolve_model
+from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
-from mrisr.train.checkpoint import save_checkpoint
 from mrisr.volume import Volume
 
 # (spacing in mm, sorted as in-plane, in-plane, slice; expected default)

@@ -14,11 +14,10 @@ from mrisr import cli
 from mrisr.errors import InputError
 from mrisr.export.sidecar import sha256_file
 from mrisr.infer import load_model, upscale
-from mrisr.infer.predict import SHIPPED_MODELS
-from mrisr.models import registry
+from mrisr.models import SHIPPED_MODELS, registry
+from mrisr.models.card import read_card, save_checkpoint
 from mrisr.models.ship import MAX_TOTAL_BYTES
 from mrisr.nets import VDSR
-from mrisr.train.checkpoint import read_card, save_checkpoint
 from mrisr.volume import Volume
 
 PACKAGE_MODELS = Path(registry.__file__).resolve().parent
@@ -64,7 +63,7 @@ def test_each_shipped_card(name, monkeypatch):
         assert card["half_check"]["passed"]
 
     _forbid_pickle(monkeypatch)
-    net, loaded = load_model(name, "cpu")
+    net = load_model(name, "cpu").net
     assert all(p.dtype == torch.float32 for p in net.parameters())
     assert sum(p.numel() for p in net.parameters()) == card["parameters"]
     volume = Volume(np.random.default_rng(0).uniform(0, 100, (1, 12, 10, 4)).astype(np.float32),
@@ -95,7 +94,8 @@ def test_registry_is_read_live(models, monkeypatch):
 def test_load_model_by_name(models, monkeypatch):
     _tiny(models, "vdsr2d-thick")
     _forbid_pickle(monkeypatch)
-    net, card = load_model("vdsr2d-thick", "cpu")
+    model = load_model("vdsr2d-thick", "cpu")
+    net, card = model.net, model.card
     assert card["name"] == "vdsr2d-thick" and isinstance(net, VDSR)
     with refused(InputError, "did you mean 'vdsr2d-thick'"):
         load_model("vdsr2d-thin", "cpu")

@@ -17,8 +17,8 @@ from mrisr.errors import InputError, OutputError
 from mrisr.export.sidecar import sha256_file
 from mrisr.infer import load_model
 from mrisr.models import ship
+from mrisr.models.card import load_checkpoint
 from mrisr.protocol import load_protocol
-from mrisr.train.checkpoint import load_checkpoint
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 
@@ -84,8 +84,9 @@ def test_ship_half_end_to_end(run, models, monkeypatch, capsys):
         raise AssertionError("torch.load must not be used")
 
     monkeypatch.setattr(torch, "load", no_pickle)
-    net, loaded = load_model("tiny-thick", "cpu")  # by name, through the registry
-    assert loaded["name"] == "tiny-thick"
+    model = load_model("tiny-thick", "cpu")  # by name, through the registry
+    net = model.net
+    assert model.card["name"] == "tiny-thick"
     assert all(p.dtype == torch.float32 for p in net.parameters())  # float16 weights in the float32 network
     reference, _ = load_checkpoint(run["run"] / "best")
     for key, value in net.state_dict().items():

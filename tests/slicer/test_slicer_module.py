@@ -296,8 +296,8 @@ def test_process_runs_the_real_cli(mod, monkeypatch, tmp_path: Path) -> None:
     import torch
 
     import mrisr
+    from mrisr.models.card import save_checkpoint
     from mrisr.nets import VDSR
-    from mrisr.train.checkpoint import save_checkpoint
     from mrisr.volume import Volume
 
     module, fake = mod

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import mrisr
 from mrisr.cli import main
 from mrisr.errors import InputError, OutputError
-from mrisr.train.checkpoint import load_checkpoint
+from mrisr.models.card import load_checkpoint
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 
@@ -161,9 +161,11 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_in_300_steps(tmp_path: 
     """One synthetic phantom, 4x thicker slices (rect), 300 optimiser steps (about 100 s on 2
     CPU cores; a step count, not a time budget, so a loaded machine cannot change the result): on a
     held-out phantom the network's output is at least 3 dB closer to the truth than the cubic input."""
+    from mrisr.evaluate.metrics import masked_psnr
+    from mrisr.preprocess import foreground_mask
     from mrisr.protocol import load_protocol
     from mrisr.train.data import load_training_volumes, validation_pairs
-    from mrisr.train.validation import foreground_mask, masked_psnr, predict_volume
+    from mrisr.train.validation import predict_volume
 
     mrisr.save(_blocks(0), tmp_path / "train.nii.gz")
     mrisr.save(_blocks(1), tmp_path / "held_out.nii.gz")

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import mrisr
 from mrisr.errors import InputError, OutputError
+from mrisr.models.card import FORMAT, card_path, load_checkpoint, read_card, save_checkpoint
 from mrisr.nets import VDSR
-from mrisr.train.checkpoint import FORMAT, card_path, load_checkpoint, read_card, save_checkpoint
 
 CALLER_CARD = {
     "protocol": {"name": "thick-slice-t1", "path": "protocols/t1.yaml"},
