@@ -7,8 +7,8 @@ Takes a training run's best checkpoint (``RUN_DIR/best/model.safetensors`` + ``m
 1. **Validation.** The model is scored on the run's validation volumes (the ``--val`` of the
    training command recorded in the card, or ``--val`` here) at the protocol's nominal
    setting, exactly as training validated (:func:`mrisr.train.data.validation_pairs` with the
-   run's seed, :func:`mrisr.train.validation.predict_volume`, foreground PSNR and SSIM). The
-   pre-upsampled (tricubic) input is scored too: the card records the gain over it.
+   run's seed, :func:`mrisr.infer.runner.predict_normalised` as upscale runs it, foreground PSNR
+   and SSIM). The pre-upsampled (tricubic) input is scored too: the card records the gain over it.
 2. **Half precision** (``--half``): the weights are stored as float16 and load into the float32
    network (:func:`~mrisr.models.card.load_checkpoint` casts them). The tool refuses when
    that changes any validation volume's PSNR by :data:`HALF_TOLERANCE` ``psnr_db`` (0.01 dB) or
@@ -161,14 +161,15 @@ def _score(model: nn.Module, pairs: list[dict[str, Any]], protocol: Any,
            device: torch.device) -> list[dict[str, float]]:
     """Foreground PSNR (dB) and SSIM of the model and of its input (the tricubic baseline) per pair."""
     from ..evaluate.metrics import bbox_ssim, masked_psnr
+    from ..infer.runner import predict_normalised
     from ..preprocess import foreground_mask
-    from ..train.validation import predict_volume
+    from .loaded import LoadedModel
 
+    loaded = LoadedModel(model.to(device).eval(), {}, "the model being shipped", str(device))
+    roi = protocol.train.patch_size if protocol.network.spatial_dims == 3 else None
     scores = []
     for pair in pairs:
-        prediction = predict_volume(model, pair["input"], spatial_dims=protocol.network.spatial_dims,
-                                    slice_axis=int(pair["slice_axis"]), roi_size=protocol.train.patch_size,
-                                    device=device)
+        prediction = predict_normalised(loaded, pair["input"], int(pair["slice_axis"]), roi_size=roi)
         mask = foreground_mask(pair["target"])
         scores.append({"psnr_db": masked_psnr(prediction, pair["target"], mask),
                        "ssim": bbox_ssim(prediction, pair["target"], mask),

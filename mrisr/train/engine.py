@@ -19,7 +19,6 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +378,8 @@ def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: d
           command: Sequence[str] | None, device: torch.device) -> dict:
     files = [Path(p) for p in data]
     return {
-        "protocol": {"name": proto.name, "path": proto.source, "acquisition": asdict(proto.acquisition)},
+        # the whole protocol, as shipped cards hold it: inference reads the training patch size from it
+        "protocol": {**proto.as_dict(), "path": proto.source},
         "training_data": [{"path": str(p), "sha256": sha256_file(p)} for p in files if p.exists()],
         "metrics": metrics,
         "mrisr_version": __version__,

@@ -100,12 +100,12 @@ def test_progress_counts_planes_or_windows(capsys, dims, unit, total):
 def test_progress_never_stops_an_upscale(monkeypatch, capsys):
     """The window count comes from MONAI's private helpers; if they change, the bar is open-ended,
     the upscale runs on (and without progress the count is never asked for)."""
-    from mrisr.infer import predict
+    from mrisr.infer import runner
 
     def changed(*args, **kwargs):
         raise ImportError("MONAI moved its helper")
 
-    monkeypatch.setattr(predict, "_window_count", changed)
+    monkeypatch.setattr(runner, "_window_count", changed)
     low = _block(shape=(12, 12, 4))
     for progress in (True, False):
         out = upscale(low, _zero_residual(3), device="cpu", roi_size=(8, 8, 8), progress=progress)

@@ -162,10 +162,11 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_in_300_steps(tmp_path: 
     CPU cores; a step count, not a time budget, so a loaded machine cannot change the result): on a
     held-out phantom the network's output is at least 3 dB closer to the truth than the cubic input."""
     from mrisr.evaluate.metrics import masked_psnr
+    from mrisr.infer.runner import predict_normalised
+    from mrisr.models.loaded import LoadedModel
     from mrisr.preprocess import foreground_mask
     from mrisr.protocol import load_protocol
     from mrisr.train.data import load_training_volumes, validation_pairs
-    from mrisr.train.validation import predict_volume
 
     mrisr.save(_blocks(0), tmp_path / "train.nii.gz")
     mrisr.save(_blocks(1), tmp_path / "held_out.nii.gz")
@@ -182,8 +183,7 @@ def test_a_tiny_vdsr_beats_its_interpolated_input_by_3db_in_300_steps(tmp_path: 
     model, _ = load_checkpoint(run / "best" / "model.json")
     pair = validation_pairs(load_training_volumes([tmp_path / "held_out.nii.gz"]),
                             load_protocol(tmp_path / "p.yaml"), 0)[0]
-    prediction = predict_volume(model, pair["input"], spatial_dims=2, slice_axis=pair["slice_axis"],
-                                roi_size=(48, 48), device="cpu")
+    prediction = predict_normalised(LoadedModel(model, {}, "run", "cpu"), pair["input"], pair["slice_axis"])
     mask = foreground_mask(pair["target"])
     gain = masked_psnr(prediction, pair["target"], mask) - masked_psnr(pair["input"], pair["target"], mask)
     assert gain >= 3.0, gain
