@@ -5,7 +5,7 @@ For each shipped protocol's nominal acquisition (simulated as validation simulat
 volume (default: the MNI152 2009a T1w, which no training run sees), PSNR (dB) and SSIM inside
 the reference's foreground mask (``mrisr.evaluate.evaluate``) of:
 
-- ``tricubic``: the LR put on the HR grid by ``mrisr.preprocess.pre_upsample`` (Keys cubic);
+- ``tricubic``: the LR put on the HR grid by ``mrisr.preprocess.cubic_baseline`` (Keys cubic, clipped at 0);
 - for protocols with in-plane k-space loss (an ``in_plane`` block acquiring fewer samples than
   the input has voxels in-plane), the baseline to beat is
   ``zero-filled k-space``: the scanner's reconstruction, zero-filled in-plane (simulated exactly:
@@ -54,7 +54,7 @@ from mrisr.infer.predict import upscale
 from mrisr.kspace import degrade
 from mrisr.models import SHIPPED_MODELS
 from mrisr.models.loaded import load_model
-from mrisr.preprocess import pre_upsample
+from mrisr.preprocess import cubic_baseline
 from mrisr.protocol import AcquisitionParams, Protocol, list_protocols, load_protocol
 from mrisr.train.data import stream_generator
 from mrisr.volume import Volume, crop
@@ -148,10 +148,10 @@ def simulate(hr: Volume, params: AcquisitionParams, index: int) -> Volume:
 
 
 def interpolate(lr: Volume, hr: Volume) -> tuple[Volume, float]:
-    """``lr`` on ``hr``'s grid by ``pre_upsample`` (cubic along each resized axis), and the seconds."""
+    """``lr`` on ``hr``'s grid by ``cubic_baseline`` (cubic along each resized axis, magnitude clipped at 0 as
+    upscale clips), and the seconds."""
     start = time.perf_counter()
-    array = pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, hr.affine, hr.shape)
-    return hr.replace(array=array.numpy(), meta={}), time.perf_counter() - start
+    return cubic_baseline(lr, hr, meta={}), time.perf_counter() - start
 
 
 def require_reference_grid(image: Volume, hr: Volume, what: str, atol_mm: float = 1e-6) -> None:

@@ -270,11 +270,6 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _coarse_axis(low: Volume, reference: Volume) -> int:
-    """The voxel axis the low-resolution scan undersamples most (its slice axis)."""
-    return int(np.argmax(np.asarray(low.spacing) / np.asarray(reference.spacing)))
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report is not None:  # before any work
         check_writable(args.report, args.force, [args.reference, args.prediction])
@@ -282,11 +277,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             from .evaluate.report import check_replaceable_report
 
             check_replaceable_report(Path(args.report))
-    import torch
-
     from .evaluate import evaluate
     from .export.sidecar import json_ready
-    from .preprocess import pre_upsample
+    from .infer.grid import coarse_axis
+    from .preprocess import cubic_baseline
 
     reference = load(args.reference)
     prediction = load(args.prediction)
@@ -296,13 +290,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.low_resolution is not None:
         low = load(args.low_resolution)
         try:
-            upsampled = pre_upsample(torch.as_tensor(np.asarray(low.array)), low.affine, reference.affine,
-                                     reference.shape)
+            cubic = cubic_baseline(low, reference, meta={"source_paths": [f"cubic({args.low_resolution})"]})
         except MrisrError as exc:
             raise InputError(f"is not a thick-slice version of the reference's field of view ({exc.problem})",
                              args.low_resolution, "give the low-resolution scan the prediction was made from") from exc
-        cubic = reference.replace(array=upsampled.numpy(), meta={"source_paths": [f"cubic({args.low_resolution})"]})
-    axis = args.axis if args.axis is not None else (_coarse_axis(low, reference) if low is not None else 2)
+    axis = args.axis if args.axis is not None else (
+        coarse_axis(low.affine, low.shape, reference.affine, reference.shape) if low is not None else 2)
     metrics = {"reference": str(args.reference), "prediction": str(args.prediction),
                "mask": "auto" if args.mask == "auto" else str(args.mask),
                **evaluate(reference, prediction, mask, axis=axis, names=names)}

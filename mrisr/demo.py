@@ -13,7 +13,7 @@
    step that mix through-plane recovery with denoising.
 3. Upscale the thick-slice scan back to the sample's 1 mm grid with the **default model**
    (:func:`mrisr.infer.upscale` with ``model=None``: the shipped model that fits the input's
-   anisotropy), and interpolate it tricubically (:func:`mrisr.preprocess.pre_upsample`) as the
+   anisotropy), and interpolate it tricubically (:func:`mrisr.preprocess.cubic_baseline`) as the
    baseline; both are clamped to non-negative values for a non-negative (magnitude) input, as the
    cubic kernel overshoots below zero at edges.
 4. Score both against the 1 mm original with :func:`mrisr.evaluate.evaluate` (PSNR, SSIM, NRMSE
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import __version__
@@ -48,7 +47,7 @@ from .io import load, save
 from .io.atomic import _check_not_a_protected_folder, _check_sources, _remove, _sibling, check_writable, replace_folder
 from .kspace import degrade
 from .models import default_model_name
-from .preprocess import clip_like_magnitude, pre_upsample
+from .preprocess import cubic_baseline
 from .protocol import load_protocol
 from .volume import Volume
 
@@ -126,16 +125,6 @@ def _commit(tmp: Path, out: Path, force: bool, sources: list[Path]) -> None:
     """Rename the finished folder ``tmp`` onto ``out``, moving an earlier demo's folder aside first."""
     _check_output(out, force, sources)  # again: it may have changed while the demo ran
     replace_folder(tmp, out)
-
-
-def _tricubic(lr: Volume, hr: Volume) -> Volume:
-    """The baseline: ``lr`` tricubically interpolated onto ``hr``'s grid (:func:`mrisr.preprocess.pre_upsample`),
-    with the sample's meta. Keys' cubic kernel overshoots at edges (values below the input's minimum), so a
-    non-negative input (a magnitude image) gives a baseline clamped to non-negative, as the SR result is."""
-    source = torch.as_tensor(np.asarray(lr.array))
-    up, _ = clip_like_magnitude(pre_upsample(source, lr.affine, hr.affine, hr.shape), source)
-    return hr.replace(array=up.numpy().astype(np.float32),
-                      meta={**hr.meta, "dtype": "float32", "range": [float(up.min()), float(up.max())]})
 
 
 def _mm(values: Any) -> str:
@@ -231,7 +220,7 @@ def run_demo(
         f"({seconds['upscale']:.1f} s)")
 
     say(f"interpolating tricubically onto the {_mm(hr.spacing)} mm grid (the baseline) ...")
-    cubic = _tricubic(lr, hr)
+    cubic = cubic_baseline(lr, hr)
     lap("tricubic")
     say(f"interpolated {_shape(cubic)} voxels ({seconds['tricubic']:.1f} s)")
 

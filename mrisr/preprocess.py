@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .errors import GeometryError, InputError
-from .volume import spacing, world_corners
+from .volume import Volume, spacing, world_corners
 
 __all__ = [
     "percentile_99",
@@ -20,6 +20,8 @@ __all__ = [
     "normalize",
     "denormalize",
     "pre_upsample",
+    "cubic_baseline",
+    "clip_like_magnitude",
     "cubic_resize_axis",
 ]
 
@@ -140,3 +142,24 @@ def pre_upsample(image: torch.Tensor, lr_affine: np.ndarray, hr_affine: np.ndarr
     for axis, size in enumerate(hr_shape):
         out = cubic_resize_axis(out, out.ndim - 3 + axis, int(size))
     return out
+
+
+def cubic_baseline(low: Volume, reference: Volume, meta: dict | None = None) -> Volume:
+    """The tricubic baseline every comparison uses: ``low`` put on ``reference``'s grid by
+    :func:`pre_upsample` (the interpolation a model's input starts from), clipped at 0 when ``low``
+    has no negative value (:func:`clip_like_magnitude`, as ``upscale`` clips its result).
+
+    Args:
+        low: the low-resolution scan, on a grid with ``reference``'s field of view and axes.
+        reference: the volume whose grid (affine, shape) the baseline is put on.
+        meta: the baseline's ``meta`` (default: ``reference``'s); ``dtype`` and ``range`` are set.
+
+    Raises:
+        GeometryError: the grids do not share their field of view or directions.
+    """
+    source = torch.as_tensor(np.asarray(low.array), dtype=torch.float32)
+    up, _ = clip_like_magnitude(pre_upsample(source, low.affine, reference.affine, reference.shape), source)
+    array = up.numpy().astype(np.float32)
+    value_range = [float(array.min()), float(array.max())] if array.size else None
+    base = dict(reference.meta if meta is None else meta)
+    return reference.replace(array=array, meta={**base, "dtype": "float32", "range": value_range})

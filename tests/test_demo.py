@@ -29,6 +29,7 @@ from mrisr import cli, demo
 from mrisr.errors import OutputError
 from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
+from mrisr.preprocess import pre_upsample
 from mrisr.volume import crop
 
 #: The SR NIfTI's field of view must match the sample's to this (mm).
@@ -243,7 +244,7 @@ def test_demo_tricubic_baseline_of_a_magnitude_image_is_not_negative(tmp_path: P
     sample = mrisr.save(mrisr.Volume(array, np.diag([1.0, 1.0, 1.0, 1.0])), tmp_path / "edges.nii.gz")
     demo.run_demo(tmp_path / "out", sample=sample, model=tiny_model, device="cpu", log=None)
     lr = mrisr.load(tmp_path / "out" / "lr_thick_slices.nii.gz")
-    unclamped = demo.pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, np.eye(4), (16, 16, 32))
+    unclamped = pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, np.eye(4), (16, 16, 32))
     assert float(unclamped.min()) < -1.0  # what the baseline was before
     cubic = np.asarray(mrisr.load(tmp_path / "out" / "tricubic.nii.gz").array)
     assert cubic.min() >= 0.0 and cubic.max() > 900.0

@@ -11,7 +11,7 @@ Figures (no plotting library: PNGs are written with numpy and zlib, labels with 
   sagittal planes seen from the patient's left (anterior on the image's left, superior at the
   top). Letters at the middle of each image edge (R/L, A/P, S/I) name the patient direction
   there, and each figure states the convention in its title. Columns: LR (nearest-neighbour on
-  the reference grid, showing its thick voxels), tricubic (:func:`mrisr.preprocess.pre_upsample`),
+  the reference grid, showing its thick voxels), tricubic (:func:`mrisr.preprocess.cubic_baseline`),
   SR, HR, |cubic-HR| and |SR-HR|; the LR and cubic columns are present only when given. The
   second row is a 3x zoomed inset of the yellow box around the centre. Intensities share one
   window (HR's 0.5-99.5 percentiles in the mask); the error maps share another (0 to the 99.5th
@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import OutputError
 from ..export.sidecar import json_ready
+from ..infer.grid import coarse_axis
 from ..io.atomic import _sibling, atomic_output
-from ..preprocess import pre_upsample
+from ..preprocess import cubic_baseline
 from ..volume import PLANE_NAMES, Volume, axcodes, slice_plane, spacing
 from .metrics import check_same_grid, evaluate, resolve_mask, volume_name
 
@@ -580,7 +580,7 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
     Args:
         reference, prediction: HR and SR on the same grid.
         low_resolution: the thick-slice input; shown as its voxels (nearest neighbour) and, unless
-            ``cubic`` is given, tricubically upsampled with :func:`~mrisr.preprocess.pre_upsample`.
+            ``cubic`` is given, tricubically upsampled with :func:`~mrisr.preprocess.cubic_baseline`.
         cubic: the tricubic baseline on the reference grid.
         metrics: the output of :func:`~mrisr.evaluate.evaluate` (with a ``cubic`` entry for the
             baseline's); computed when absent.
@@ -600,15 +600,13 @@ def write_report(folder: str | os.PathLike[str], reference: Volume, prediction: 
     ref_name, pred_name = sources["reference"], sources["prediction"]
     check_same_grid(reference, prediction, ref_name, pred_name)
     if low_resolution is not None and cubic is None:
-        up = pre_upsample(torch.as_tensor(np.asarray(low_resolution.array)), low_resolution.affine,
-                          reference.affine, reference.shape)
-        cubic = reference.replace(array=up.numpy(), meta={"source_paths": ["tricubic"]})
+        cubic = cubic_baseline(low_resolution, reference, meta={"source_paths": ["tricubic"]})
     if cubic is not None:
         check_same_grid(reference, cubic, ref_name, "the cubic baseline")
     if metrics is None:
         if axis is None:
-            axis = 2 if low_resolution is None else int(np.argmax(
-                np.asarray(low_resolution.spacing) / np.asarray(reference.spacing)))
+            axis = 2 if low_resolution is None else coarse_axis(low_resolution.affine, low_resolution.shape,
+                                                                reference.affine, reference.shape)
         metrics = evaluate(reference, prediction, mask, axis=axis, names=(ref_name, pred_name))
         if cubic is not None:
             metrics["cubic"] = evaluate(reference, cubic, mask, axis=axis, names=(ref_name, "the cubic baseline"))
