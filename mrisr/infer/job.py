@@ -35,7 +35,7 @@ __all__ = ["cached_model", "check_outputs", "clear_model_cache", "upscale_file",
 
 #: The fields of :func:`mrisr.infer.upscale`'s record that the sidecar repeats: what ran, and how.
 _RECORDED = ("ran", "identity_grid", "spatial_dims", "coarse_axis", "upsampled_axes", "fused_orthogonal",
-             "roi_size", "non_negative_input", "clipped_below_zero", "amp")
+             "roi_size", "non_negative_input", "clipped_below_zero", "amp", "precision")
 
 #: Endings of the single-file formats ``save`` writes; a DICOM input to any other path is a DICOM series.
 _FILE_ENDINGS = tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)
@@ -159,6 +159,7 @@ def upscale_file(
     force: bool = False,
     series: str | None = None,
     progress: bool = False,
+    precision: str = "auto",
     input_label: str | None = None,
     source_labels: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -178,6 +179,7 @@ def upscale_file(
         force: replace existing outputs (never an input).
         series: the DICOM series id when the input holds several.
         progress: a tqdm bar on stderr over the planes or windows (see :func:`mrisr.infer.upscale`).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (see :func:`mrisr.infer.upscale`).
         input_label: how the sidecar names the input (default: ``input`` as given).
         source_labels: source file path -> the name the sidecar records for it (a batch
             names extracted archive members by their place in the archive).
@@ -222,7 +224,7 @@ def upscale_file(
 
     # the LoadedModel, not its bare network: the card (e.g. the 3D training patch size) decides how it runs
     result = upscale(volume, chosen, spacing=one_or_three(spacing), scale=one_or_three(scale), device=dev,
-                     progress=progress)
+                     progress=progress, precision=precision)
     computed = time.perf_counter()
     result = result.replace(meta={**result.meta, "derivation": "mrisr super-resolution"})
     if mrb:

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import InputError
 from ..models.loaded import LoadedModel
 from ..preprocess import clip_like_magnitude
+from .precision import channels_last, resolve_precision
 
 __all__ = ["DEFAULT_ROI_3D", "NetworkRun", "plan_run", "run_network", "predict_normalised"]
 
@@ -68,18 +69,25 @@ def _auto_batch(voxels: int, width: int, dev: torch.device, amp: bool, limit: in
 
 
 class _Forward:
-    """``net(x)`` on the compute device, in float32 out, autocast under CUDA when ``amp``; each
-    call advances ``bar`` (a tqdm bar or None) by the items (planes or windows) it ran."""
+    """``net(x)`` on the compute device, in float32 out: float16 autocast under CUDA when ``amp``,
+    bfloat16 autocast with channels-last input on the CPU when ``bf16`` (the network itself was put
+    in channels-last by :func:`plan_run`); each call advances ``bar`` (a tqdm bar or None) by the
+    items (planes or windows) it ran."""
 
-    def __init__(self, net: nn.Module, dev: torch.device, amp: bool, bar: Any = None) -> None:
+    def __init__(self, net: nn.Module, dev: torch.device, amp: bool, bar: Any = None, bf16: bool = False) -> None:
         self.net, self.dev, self.amp, self.bar = net, dev, amp and dev.type == "cuda", bar
+        self.bf16 = bf16 and dev.type == "cpu"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            y = self.net(x.to(self.dev)).float()
+        x = x.to(self.dev)
+        if self.bf16:
+            x = x.contiguous(memory_format=channels_last(x.ndim))
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            y = self.net(x).float()
         if self.bar is not None:
             self.bar.update(int(x.shape[0]))
-        return y
+        return y.contiguous()
 
 
 class _HaloPredictor:
@@ -215,6 +223,7 @@ class NetworkRun:
         overlap: sliding-window overlap fraction. halo: voxels of context per window side.
         device: where the network runs. out_device: where 3D windows are assembled.
         amp: float16 autocast (CUDA only).
+        precision: ``float32`` or ``bfloat16`` (CPU autocast, see :mod:`mrisr.infer.precision`).
     """
 
     loaded: LoadedModel
@@ -228,6 +237,7 @@ class NetworkRun:
     device: torch.device
     out_device: torch.device
     amp: bool
+    precision: str = "float32"
 
     @property
     def unit(self) -> str:
@@ -241,7 +251,7 @@ class NetworkRun:
 
 def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_size: Sequence[int] | int | None = None,
              sw_batch_size: int | None = None, overlap: float = 0.25, fuse_orthogonal: bool = True, halo: int = 0,
-             amp: bool = True) -> NetworkRun:
+             amp: bool = True, precision: str = "float32") -> NetworkRun:
     """How ``loaded`` runs over a target grid of ``hr_shape`` whose coarse axis is ``axis``.
 
     Args:
@@ -251,10 +261,12 @@ def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_siz
             card's training patch size, else :data:`DEFAULT_ROI_3D`; 2D default: whole planes.
         sw_batch_size: windows or planes per forward pass; default from free memory.
         overlap, fuse_orthogonal, halo, amp: see :func:`mrisr.infer.upscale`.
+        precision: ``auto``, ``float32`` or ``bfloat16`` (:func:`mrisr.infer.precision.resolve_precision`);
+            with bfloat16 the network is put in channels-last memory (its values unchanged).
 
     Raises:
-        InputError: a model that is not 2D/3D or takes more than one channel, bad options, a 2D
-            model on a grid with one axis only.
+        InputError: a model that is not 2D/3D or takes more than one channel, bad options (a
+            precision among them), a 2D model on a grid with one axis only.
     """
     net, config = loaded.net, loaded.config
     dims = _spatial_dims(net, config)
@@ -284,14 +296,17 @@ def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_siz
     else:
         plane = max(hr_shape[axis] * hr_shape[p] for p in partners) if roi is None else int(np.prod(roi))
         batch = sw_batch_size or _auto_batch(plane, width, dev, use_amp, 64)
+    chosen = resolve_precision(precision, dev)
+    if chosen == "bfloat16":
+        net.to(memory_format=channels_last(dims + 2))
     return NetworkRun(loaded, dims, int(axis), tuple(partners), roi, int(batch), float(overlap), int(halo), dev,
-                      out_dev, use_amp)
+                      out_dev, use_amp, chosen)
 
 
 def run_network(run: NetworkRun, x: torch.Tensor, bar: Any = None) -> torch.Tensor:
     """The network's output for one normalised, pre-upsampled image ``x`` ``(X, Y, Z)``: CPU
     float32 ``(X, Y, Z)``; 2D plane families averaged. ``bar`` (tqdm) counts planes or windows."""
-    fwd = _Forward(run.loaded.net, run.device, run.amp, bar)
+    fwd = _Forward(run.loaded.net, run.device, run.amp, bar, bf16=run.precision == "bfloat16")
     if run.dims == 3:
         assert run.roi is not None
         return _run_volume(fwd, x, run.axis, roi=run.roi, batch=run.batch, overlap=run.overlap, halo=run.halo,
@@ -306,7 +321,7 @@ def run_network(run: NetworkRun, x: torch.Tensor, bar: Any = None) -> torch.Tens
 
 @torch.no_grad()
 def predict_normalised(loaded: LoadedModel, image: torch.Tensor, axis: int, *,
-                       roi_size: Sequence[int] | int | None = None) -> torch.Tensor:
+                       roi_size: Sequence[int] | int | None = None, precision: str = "float32") -> torch.Tensor:
     """``upscale``'s network step on a normalised, pre-upsampled ``(C, X, Y, Z)`` image (a training
     pair's input): each channel run as :func:`run_network`, and clipped at 0 when ``image`` has no
     negative value, exactly as ``upscale`` does before it multiplies the scale back. CPU float32.
@@ -314,6 +329,6 @@ def predict_normalised(loaded: LoadedModel, image: torch.Tensor, axis: int, *,
     Training validation and model shipping score this, so a card's validation PSNR is what users get.
     """
     image = image.detach().to("cpu", torch.float32)
-    run = plan_run(loaded, image.shape[1:], axis, roi_size=roi_size)
+    run = plan_run(loaded, image.shape[1:], axis, roi_size=roi_size, precision=precision)
     out = torch.stack([run_network(run, image[c]) for c in range(image.shape[0])])
     return clip_like_magnitude(out, image)[0]

@@ -88,19 +88,21 @@ def _lr(channels: int = 1, shape=(30, 26, 10), seed: int = 3) -> Volume:
 
 
 def test_sliding_window_with_halo_equals_one_full_volume_pass():
-    """3D VDSR of depth 3: receptive radius 3 voxels. With halo=3 every 24^3 window is computed
+    """3D VDSR of depth 3: receptive radius 3 voxels (float32: exact arithmetic is compared).
+    With halo=3 every 24^3 window is computed
     with its full context, so the Gaussian blend averages identical values: the result is one
     full-volume forward pass (in the training layout: in-plane axes, then the coarse axis)."""
     lr = _lr(shape=(40, 34, 12))
     net = _net(3, seed=1)
-    out = upscale(lr, net, spacing=1.0, device="cpu", roi_size=24, overlap=0.25, halo=3, sw_batch_size=3)
+    out = upscale(lr, net, spacing=1.0, device="cpu", precision="float32", roi_size=24, overlap=0.25, halo=3,
+                  sw_batch_size=3)
     assert out.shape == (40, 34, 36)
     x, s = _reference_input(lr, out.affine, out.shape)
     with torch.no_grad():
         ref = net(x[None, None])[0, 0] * s  # coarse axis (Z) is already last
     assert float((torch.as_tensor(out.array[0]) - ref).abs().max()) < 1e-4 * float(ref.abs().max())
     # several windows were used, and without the halo the borders of the windows do differ
-    plain = upscale(lr, net, spacing=1.0, device="cpu", roi_size=24, overlap=0.25)
+    plain = upscale(lr, net, spacing=1.0, device="cpu", precision="float32", roi_size=24, overlap=0.25)
     assert float((torch.as_tensor(plain.array[0]) - ref).abs().max()) > 1e-4 * float(ref.abs().max())
     assert out.meta["upscale"]["halo"] == 3 and out.meta["upscale"]["roi_size"] == [24, 24, 24]
 
@@ -110,7 +112,7 @@ def test_a_window_covering_the_volume_equals_the_full_pass_in_the_training_layou
     lr = lr.replace(array=np.ascontiguousarray(np.moveaxis(np.asarray(lr.array), 3, 1)),
                     affine=lr.affine[:, [2, 0, 1, 3]])  # the coarse axis is now X (axis 0)
     net = _net(3, seed=2)
-    out = upscale(lr, net, device="cpu", roi_size=(64, 64, 64))
+    out = upscale(lr, net, device="cpu", precision="float32", roi_size=(64, 64, 64))
     assert out.meta["upscale"]["coarse_axis"] == 0
     x, s = _reference_input(lr, out.affine, out.shape)
     with torch.no_grad():
@@ -121,8 +123,8 @@ def test_a_window_covering_the_volume_equals_the_full_pass_in_the_training_layou
 def test_2d_fusion_is_the_mean_of_the_two_plane_families():
     lr = _lr()
     net = _net(2, seed=4)
-    fused = upscale(lr, net, spacing=1.0, device="cpu")
-    single = upscale(lr, net, spacing=1.0, device="cpu", fuse_orthogonal=False)
+    fused = upscale(lr, net, spacing=1.0, device="cpu", precision="float32")
+    single = upscale(lr, net, spacing=1.0, device="cpu", precision="float32", fuse_orthogonal=False)
     x, s = _reference_input(lr, fused.affine, fused.shape)
     family_x = _planes_pass(net, x, 2, 0) * s
     family_y = _planes_pass(net, x, 2, 1) * s
@@ -132,7 +134,8 @@ def test_2d_fusion_is_the_mean_of_the_two_plane_families():
     assert fused.meta["upscale"]["fused_orthogonal"] and not single.meta["upscale"]["fused_orthogonal"]
     assert not np.allclose(family_x.numpy(), family_y.numpy(), atol=tol)  # the two families differ
     # 2D sliding windows over the planes, with the receptive radius as halo, give the same
-    windowed = upscale(lr, net, spacing=1.0, device="cpu", roi_size=(16, 16), halo=3, sw_batch_size=5)
+    windowed = upscale(lr, net, spacing=1.0, device="cpu", precision="float32", roi_size=(16, 16), halo=3,
+                       sw_batch_size=5)
     np.testing.assert_allclose(windowed.array, fused.array, rtol=0, atol=tol)
 
 
