@@ -122,9 +122,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_kind(path: Path, fmt: str | None) -> str:
+    """What ``save`` makes at ``path``: a DICOM series folder (``"series"``) or a file (``check_writable``'s kind)."""
+    return "series" if output_format(Path(path), fmt) == "dicom" else "file"
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
-    kind = "series" if output_format(Path(args.output), args.format) == "dicom" else "file"
-    check_writable(args.output, args.force, [args.input], kind=kind)  # before reading
+    check_writable(args.output, args.force, [args.input], kind=_output_kind(args.output, args.format))  # before reading
     volume = load(args.input, series=args.series)
     out = save(volume, args.output, format=args.format, force=args.force)
     if not args.quiet:
@@ -154,8 +158,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .export.sidecar import sha256_file, sidecar_path, write_sidecar
 
     sidecar = sidecar_path(args.output)
-    kind = "series" if output_format(Path(args.output), args.format) == "dicom" else "file"
-    check_writable(args.output, args.force, [args.input], kind=kind)  # before any work or heavy import
+    # before any work or heavy import
+    check_writable(args.output, args.force, [args.input], kind=_output_kind(args.output, args.format))
     check_writable(sidecar, args.force, [args.input], kind="file")
 
     import torch

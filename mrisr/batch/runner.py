@@ -323,7 +323,8 @@ def plan_batch(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[
     state, skip = _locations(paths, out, o)
     problems = []
     try:
-        check_writable(state, sources=paths, folder=True, probe=for_run)  # a dry run writes nothing
+        # the inputs were checked against OUT by _locations; a dry run writes nothing
+        check_writable(state, folder=True, probe=for_run)
     except OutputError as exc:
         if for_run:
             raise

@@ -563,7 +563,7 @@ def report_names(reference: Volume, prediction: Volume, *, low_resolution: Volum
         if "cubic" in given:
             out["cubic"] = given["cubic"]
         elif low_resolution is not None:
-            out["cubic"] = f"tricubic interpolation of {out['low_resolution']} (mrisr.preprocess.pre_upsample)"
+            out["cubic"] = f"tricubic interpolation of {out['low_resolution']} (mrisr.preprocess.cubic_baseline)"
         else:
             out["cubic"] = _own_name(cubic, "the tricubic baseline", [reference])  # type: ignore[arg-type]
     out["prediction"] = given.get("prediction") or _own_name(

@@ -285,7 +285,7 @@ def export_onnx(
             f"give an opset from {MIN_OPSET} to {MAX_OPSET}",
         )
     path = Path(path)
-    check_writable(path, force)  # before loading or exporting anything
+    check_writable(path, force, kind="file")  # before loading or exporting anything
     net, meta, sources = _prepare(model)
     dims = int(meta["mrisr.spatial_dims"])
     in_channels = int(meta["mrisr.in_channels"])
