@@ -258,3 +258,22 @@ def test_notebooks_extra_holds_jupyter(pyproject: dict) -> None:
     extra = [Requirement(r).name for r in pyproject["project"]["optional-dependencies"]["notebooks"]]
     assert "jupyterlab" in extra and "matplotlib" in extra
     assert any("notebooks" in line and "pip install" in line for line in command_lines(REPO / "Makefile"))
+
+
+def test_readme_points_only_to_files_a_clone_has() -> None:
+    """Every repository path the README names in backticks exists in the repository (globs match
+    something), and it sends no user to the developers' design notes outside the repository."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "DESIGN.md" not in readme, "DESIGN.md lies outside the repository: a clone does not have it"
+    tops = ("mrisr/", "tests/", "benchmarks/", "notebooks/", "protocols/", "slicer/", ".ci/")
+    named = {m for m in re.findall(r"`([^`\s]+)`", readme) if m.startswith(tops)}
+    assert named, "the README names no repository files: the pattern is broken"
+    missing = sorted(m for m in named if not list(REPO.glob(m.rstrip("/"))))
+    assert not missing, f"README names files a clone does not have: {missing}"
+
+
+def test_readme_says_how_long_make_test_takes() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    match = re.search(r"`make test` creates the same `\.venv`.{0,400}?(\d+(?:\.\d+)?) min", text)
+    assert match, "the README's make test paragraph must state its measured duration in minutes"
