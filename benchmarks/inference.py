@@ -41,7 +41,7 @@ import mrisr
 from mrisr.demo import SAMPLE
 from mrisr.evaluate import evaluate
 from mrisr.infer import upscale
-from mrisr.infer.precision import bf16_is_faster, channels_last
+from mrisr.infer.precision import channels_last, cpu_has_native_bf16
 from mrisr.kspace import degrade
 from mrisr.models import shipped_models
 from mrisr.models.loaded import load_model
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     names = args.models or sorted(shipped_models())
     precisions = ["float32", "bfloat16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["float32"]
-    info_auto = "bfloat16" if bf16_is_faster() else "float32"
+    info_auto = "bfloat16" if cpu_has_native_bf16() else "float32"
     hr = mrisr.load(SAMPLE)
     rows = [row for name in names for row in run_model(name, hr, precisions)]
     rss = []

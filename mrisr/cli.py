@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--series", help="DICOM series id when the input holds several")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     up.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                    help="CPU network precision: auto (bfloat16 where this CPU runs it faster, else float32)")
+                    help="CPU network precision: auto (bfloat16 where the CPU has native bf16, else float32)")
     up.add_argument("--force", action="store_true", help="replace existing outputs")
     up.add_argument("--json", action="store_true", help="print the summary (the sidecar's content) as JSON")
     up.set_defaults(func=_cmd_upscale)

@@ -137,7 +137,7 @@ def upscale(
         halo: voxels of extra context per window side (see the module docstring).
         amp: float16 autocast on CUDA (ignored on the CPU).
         precision: the CPU's network precision: ``auto`` (bfloat16 autocast where this CPU runs it
-            measurably faster, else float32; see :mod:`mrisr.infer.precision`), ``float32`` or
+            natively, else float32; see :mod:`mrisr.infer.precision`), ``float32`` or
             ``bfloat16``; recorded as ``precision``.
         progress: a tqdm bar on stderr over the planes (2D) or windows (3D), with ETA.
 

@@ -23,12 +23,16 @@ def test_resolve_precision(monkeypatch) -> None:
     assert resolve_precision("bfloat16", cuda) == "float32"  # CUDA has its own float16 AMP
     with pytest.raises(InputError, match="precision must be one of"):
         resolve_precision("fp8", cpu)
-    monkeypatch.setattr(precision_module, "_cpu_supports_bf16", lambda: False)
-    precision_module.bf16_is_faster.cache_clear()
     try:
-        assert resolve_precision("auto", cpu) == "float32"  # no bf16 on this CPU: never chosen
+        for flags, onednn, chosen in ((set(), True, "float32"),  # AVX-512 alone: oneDNN would emulate bf16
+                                      ({"avx512_bf16"}, False, "float32"),  # no oneDNN bf16 in this torch
+                                      ({"avx512_bf16"}, True, "bfloat16"), ({"amx_bf16"}, True, "bfloat16")):
+            monkeypatch.setattr(precision_module, "_cpu_flags", lambda flags=flags: {"avx512f", *flags})
+            monkeypatch.setattr(precision_module, "_onednn_supports_bf16", lambda onednn=onednn: onednn)
+            precision_module.cpu_has_native_bf16.cache_clear()
+            assert resolve_precision("auto", cpu) == chosen, (flags, onednn)
     finally:
-        precision_module.bf16_is_faster.cache_clear()
+        precision_module.cpu_has_native_bf16.cache_clear()
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
