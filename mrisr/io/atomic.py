@@ -223,7 +223,11 @@ def _nearest_existing(path: Path) -> Path:
 def _probe_folder(folder: Path, dest: Path, probe: bool) -> None:
     """Whether a file can be made in ``folder``: with ``probe``, create and delete a hidden file
     there (the one test that also holds for root, full quotas and network file systems); else,
-    writing nothing, the mount's read-only flag and the permission bits."""
+    writing nothing, the mount's read-only flag and the permission bits.
+
+    In ``dest``'s own folder the probe is named as :func:`atomic_output` names ``dest``'s
+    temporaries (``.<name>.tmp-*``), so that one left by a process killed between creating and
+    deleting it is cleaned with them (:func:`mrisr.batch.outputs.remove_stale_temporaries`)."""
     fix = ("choose a writable output location (check the folder's permissions and that its disk is not mounted"
            " read-only)")
     if not probe:
@@ -235,7 +239,9 @@ def _probe_folder(folder: Path, dest: Path, probe: bool) -> None:
             reason = "its file system is mounted read-only" if read_only else "permission denied"
             raise OutputError(f"cannot write in {folder}: {reason}", dest, fix=fix)
         return
-    name = folder / f".mrisr-write-test-{secrets.token_hex(4)}"
+    here = Path(os.path.abspath(folder))
+    own_folder = Path(os.path.abspath(dest)) != here and Path(os.path.abspath(dest)).parent == here
+    name = _sibling(dest, "tmp") if own_folder else folder / f".mrisr-write-test-{secrets.token_hex(4)}"
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

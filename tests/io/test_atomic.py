@@ -396,3 +396,21 @@ def test_check_writable_without_a_probe_writes_nothing(tmp_path, read_only_dir) 
     assert os.stat(tmp_path).st_mtime_ns == before and not (tmp_path / "out").exists()
     with refused(OutputError, "cannot write in"):
         check_writable(read_only_dir / "out", folder=True, probe=False)
+
+
+def test_a_probe_beside_the_output_is_named_as_its_temporaries(tmp_path, monkeypatch) -> None:
+    """Killed between creating and deleting its probe, a process leaves what the batch's rerun
+    cleans with the output's own temporaries (``.<name>.tmp-*``), not a stray file."""
+    from mrisr.batch.outputs import remove_stale_temporaries
+    from mrisr.io import atomic
+
+    made = []
+
+    def killed(path):  # the probe is created, then the process dies before deleting it
+        made.append(Path(path))
+
+    monkeypatch.setattr(atomic.os, "unlink", killed)
+    atomic.check_writable(tmp_path / "sr.nii.gz")
+    monkeypatch.undo()
+    assert [p.name.startswith(".sr.nii.gz.tmp-") for p in made] == [True] and made[0].exists()
+    assert remove_stale_temporaries(tmp_path / "sr.nii.gz") == made and not made[0].exists()
