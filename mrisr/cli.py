@@ -20,6 +20,7 @@ from . import __version__
 from .errors import InputError, MrisrError, OutputError
 from .io import FORMATS, load, output_format, save
 from .io.atomic import check_writable
+from .io.formats import SCENE_ENDING
 from .volume import Volume
 
 __all__ = ["main", "info_summary"]
@@ -240,7 +241,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
 def _cmd_export_slicer(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if out.suffix.lower() != ".mrb":
+    if out.suffix.lower() != SCENE_ENDING:
         raise OutputError(f"a Slicer scene bundle must end in .mrb, got {out.name!r}", out, "name it <scene>.mrb")
     check_writable(out, args.force, args.inputs, kind="file")  # before any loading: exists, an input, read-only...
     from .export import write_mrb

@@ -39,6 +39,7 @@ from ..io import detect_format
 from ..io.archive import extracted
 from ..io.dicom_read import scan_records
 from ..io.dicom_series import SeriesCandidate, describe, group_candidates, stack_volumes
+from ..io.formats import ARCHIVE_ENDINGS, scan_kind
 
 __all__ = ["Item", "discover", "plan_table", "plan_json", "item_files", "KINDS"]
 
@@ -46,12 +47,6 @@ KINDS = ("nifti", "nrrd", "mha", "dicom")
 
 #: Files skipped when walking: never scans, often present.
 _SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "DICOMDIR"}
-#: Endings that promise a scan: such a file that cannot be recognised is an error item, not junk.
-_SCAN_SUFFIXES = {
-    ".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha",
-    ".dcm": "dicom", ".dcm.gz": "dicom", ".ima": "dicom", ".dicom": "dicom",
-}
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 _CHUNK = 1 << 20
 
 
@@ -161,14 +156,6 @@ def _walk(folder: Path, skip_dirs: Sequence[Path]) -> list[Path]:
             if path.is_file():
                 files.append(path)
     return files
-
-
-def _suffix_kind(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, kind in _SCAN_SUFFIXES.items():
-        if name.endswith(suffix):
-            return kind
-    return None
 
 
 def _posix(path: Path) -> str:
@@ -375,8 +362,8 @@ def _scan_scope(scope: _Scope, strict: bool, skip_dirs: Sequence[Path]) -> list[
         try:
             kind = detect_format(path)
         except InputError as exc:
-            promised = _suffix_kind(path)
-            if promised is None and not path.name.lower().endswith(_ARCHIVE_SUFFIXES):
+            promised = scan_kind(path.name)  # an ending that promises a scan: unreadable is an error item
+            if promised is None and not path.name.lower().endswith(ARCHIVE_ENDINGS):
                 continue  # README, JSON sidecar, spreadsheet...: not a scan
             if strict:
                 raise

@@ -31,12 +31,13 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import __version__
 from ..errors import InputError, OutputError
+from ..io.formats import ARCHIVE_ENDINGS, SCAN_ENDINGS, WRITE_ENDINGS, strip_ending, with_tag
 from .discover import Item
 
 __all__ = [
@@ -57,11 +58,12 @@ __all__ = [
 
 LAYOUTS = ("mirror", "bids")
 #: Output formats of a batch and their endings; ``dicom`` is a folder (derived DICOM series).
-FORMATS = {"nifti": ".nii.gz", "nrrd": ".nrrd", "dicom": ""}
+FORMATS = {fmt: (WRITE_ENDINGS[fmt] or ("",))[0] for fmt in ("nifti", "nrrd", "dicom")}
 #: The BIDS derivatives folder inside OUT.
 BIDS_ROOT = PurePosixPath("derivatives/mrisr")
-_SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm.gz", ".dcm", ".ima", ".dicom")
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar")
+#: The endings of a batch's file outputs; BIDS derivatives are always NIfTI.
+_OUTPUT_ENDINGS = tuple(e for e in FORMATS.values() if e)
+_BIDS_ENDING = FORMATS["nifti"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _BIDS_ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9]+)$")
 _BIDS_DATATYPES = {"anat", "func", "dwi", "fmap", "perf", "pet", "micr", "beh", "eeg", "meg", "ieeg", "nirs", "motion"}
@@ -79,13 +81,6 @@ def _alnum(text: str, fallback: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "", text)[:64] or fallback
 
 
-def _strip(name: str, suffixes: Iterable[str]) -> str:
-    for suffix in suffixes:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def item_format(item: Item, fmt: str) -> str:
     """The format an item is written in: ``dicom`` only for DICOM items (others get NIfTI)."""
     if fmt == "dicom" and item.kind != "dicom":
@@ -101,7 +96,7 @@ def _series_label(item: Item) -> str:
 def _folder_parts(display: str) -> list[str]:
     """The folders of a display name, archives named without their suffix, each sanitised."""
     parts = [p for p in PurePosixPath(display).parts if p not in ("", ".", "/")]
-    return [safe_name(_strip(p, _ARCHIVE_SUFFIXES), "folder") for p in parts]
+    return [safe_name(strip_ending(p, ARCHIVE_ENDINGS), "folder") for p in parts]
 
 
 def _series_folder(item: Item) -> str:
@@ -115,7 +110,7 @@ def _mirror(item: Item, fmt: str) -> PurePosixPath:
         folders = _folder_parts(_series_folder(item))
         return PurePosixPath(*folders, _series_label(item) + ext)
     *folders, name = PurePosixPath(item.display).parts
-    stem = safe_name(_strip(name, _SCAN_SUFFIXES))
+    stem = safe_name(strip_ending(name, SCAN_ENDINGS))
     return PurePosixPath(*_folder_parts("/".join(folders)), stem + ext)
 
 
@@ -142,7 +137,7 @@ def guess_suffix(text: str) -> str | None:
 def _bids(item: Item) -> PurePosixPath:
     parts = PurePosixPath(_series_folder(item) if item.kind == "dicom" else item.display).parts
     if item.kind != "dicom":
-        stem = _strip(parts[-1], _SCAN_SUFFIXES)
+        stem = strip_ending(parts[-1], SCAN_ENDINGS)
         *entities, suffix = stem.split("_")
         pairs = [_BIDS_ENTITY.match(e) for e in entities]
         if entities and all(pairs) and pairs[0].group(1) == "sub" and re.fullmatch(r"[A-Za-z0-9]+", suffix):
@@ -150,22 +145,22 @@ def _bids(item: Item) -> PurePosixPath:
             sub = entities[0]
             ses = [e for e in kept if e.startswith("ses-")]
             datatype = parts[-2] if len(parts) > 1 and parts[-2] in _BIDS_DATATYPES else "anat"
-            name = "_".join([*kept, "desc-sr", suffix]) + ".nii.gz"
+            name = "_".join([*kept, "desc-sr", suffix]) + _BIDS_ENDING
             return BIDS_ROOT / PurePosixPath(sub, *ses[:1], datatype, name)
     named_by = parts[-1] if parts else ""  # a series lying in the input itself has no folder of its own
-    text = item.description if item.kind == "dicom" and item.description else _strip(named_by, _SCAN_SUFFIXES)
+    text = item.description if item.kind == "dicom" and item.description else strip_ending(named_by, SCAN_ENDINGS)
     suffix = guess_suffix(text or "")
     if suffix is None:
         raise InputError(f"cannot tell the BIDS suffix (T1w, T2w, FLAIR, PDw, T2starw) from {text!r}",
                          item.display, "name the file in BIDS style, filter the batch, or use --layout mirror")
     folder = [p for p in parts[:-1] if p not in (".", "")] if item.kind != "dicom" else list(parts)
-    first = _strip(folder[0], _ARCHIVE_SUFFIXES) if folder and folder[0] != "." else text
+    first = strip_ending(folder[0], ARCHIVE_ENDINGS) if folder and folder[0] != "." else text
     named = re.fullmatch(r"sub-([A-Za-z0-9]+)", first)
     sub = named.group(1) if named else _alnum(first, "unknown")
     entities = [f"sub-{sub}", f"acq-{_alnum(text, 'x')}"]
     if item.kind == "dicom" and item.series_number is not None:
         entities.append(f"run-{item.series_number}")
-    name = "_".join([*entities, "desc-sr", suffix]) + ".nii.gz"
+    name = "_".join([*entities, "desc-sr", suffix]) + _BIDS_ENDING
     return BIDS_ROOT / PurePosixPath(f"sub-{sub}", "anat", name)
 
 
@@ -185,10 +180,7 @@ def _with_tag(path: PurePosixPath, tag: str, layout: str) -> PurePosixPath:
     name = path.name
     if layout == "bids" and "_desc-sr_" in name:
         return path.with_name(name.replace("_desc-sr_", f"_desc-sr{tag}_", 1))
-    for suffix in (".nii.gz", ".nrrd"):
-        if name.endswith(suffix):
-            return path.with_name(f"{name[: -len(suffix)]}-{tag}{suffix}")
-    return path.with_name(f"{name}-{tag}")
+    return path.with_name(with_tag(name, tag, _OUTPUT_ENDINGS))
 
 
 def assign(

@@ -14,21 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_output
+from ..io.formats import SCENE_ENDING, WRITE_FILE_ENDINGS, strip_ending
 
 __all__ = ["sidecar_path", "write_sidecar", "sha256_file", "json_ready"]
 
-#: Output suffixes that the sidecar name replaces.
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mrb")
+#: Output endings that the sidecar name replaces.
+_SUFFIXES = (*WRITE_FILE_ENDINGS, SCENE_ENDING)
 
 
 def sidecar_path(output: str | PathLike[str]) -> Path:
     """``out.json`` for ``out.nii.gz``, ``out.nrrd``... or a series folder ``out``."""
     path = Path(output)
-    name = path.name
-    for suffix in _SUFFIXES:
-        if name.lower().endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".json")
-    return path.with_name(name + ".json")
+    return path.with_name(strip_ending(path.name, _SUFFIXES) + ".json")
 
 
 def sha256_file(path: str | PathLike[str]) -> str:

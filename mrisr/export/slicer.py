@@ -45,6 +45,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_output
+from ..io.formats import SCENE_ENDING, WRITE_ENDINGS
 from ..io.intensity import to_numpy
 from ..io.itk import write_itk
 from ..volume import GEOMETRY_ATOL_MM, Volume, canonical
@@ -325,7 +326,7 @@ def write_mrb(
             is one of the volumes' source files, or cannot be written.
     """
     path = Path(path)
-    if path.suffix.lower() != ".mrb":
+    if path.suffix.lower() != SCENE_ENDING:
         raise OutputError(f"a Slicer scene bundle must end in .mrb, got {path.suffix!r}", path,
                           "name the output <scene>.mrb")
     names, volumes = _named_volumes(volumes, names)
@@ -340,7 +341,7 @@ def write_mrb(
         colors.append(DIVERGING)
     scene = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._-") or "scene"
     taken: set[str] = set()
-    files = [f"Data/{_file_stem(name, taken)}.nrrd" for name in names]
+    files = [f"Data/{_file_stem(name, taken)}{WRITE_ENDINGS['nrrd'][0]}" for name in names]
     mrml = _scene_xml(names, volumes, files, colors, windows, fg, bg)
     shown = fg if fg is not None else bg
     with atomic_output(path, force, sources=_sources(volumes)) as tmp, tempfile.TemporaryDirectory() as work:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import InputError, OutputError
 from ..export.sidecar import sha256_file, sidecar_path, write_sidecar
-from ..io import FORMATS, load, save
+from ..io import load, save
 from ..io.atomic import check_writable
+from ..io.formats import ARCHIVE_ENDINGS, SCAN_ENDINGS, SCENE_ENDING, WRITE_FILE_ENDINGS, strip_ending
 
 if TYPE_CHECKING:
     from ..models.loaded import LoadedModel
@@ -37,8 +38,6 @@ __all__ = ["cached_model", "check_outputs", "clear_model_cache", "upscale_file",
 _RECORDED = ("ran", "identity_grid", "spatial_dims", "coarse_axis", "upsampled_axes", "fused_orthogonal",
              "roi_size", "non_negative_input", "clipped_below_zero", "amp", "precision")
 
-#: Endings of the single-file formats ``save`` writes; a DICOM input to any other path is a DICOM series.
-_FILE_ENDINGS = tuple(sfx for sfxs in FORMATS.values() for sfx in sfxs)
 
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}
@@ -97,11 +96,7 @@ def one_or_three(values: float | Sequence[float] | None) -> float | list[float] 
 
 def volume_name(path: str | os.PathLike[str]) -> str:
     """A node name for an input (Slicer scenes): its file name without the image suffixes."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".zip"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name or "volume"
+    return strip_ending(Path(path).name, (*SCAN_ENDINGS, *ARCHIVE_ENDINGS)) or "volume"
 
 
 def _sources(volume: Any, input: Any, labels: Mapping[str, str] | None) -> list[dict[str, str]]:
@@ -135,13 +130,13 @@ def check_outputs(
         OutputError: one line naming the output, the problem and the fix.
     """
     out = Path(output)
-    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == ".mrb")
-    if mrb and out.suffix.lower() != ".mrb":
+    mrb = fmt == "mrb" or (fmt is None and out.suffix.lower() == SCENE_ENDING)
+    if mrb and out.suffix.lower() != SCENE_ENDING:
         raise OutputError(f"--format mrb needs a path ending in .mrb, got {out.name!r}", out,
                           "name the output <scene>.mrb")
     inputs = [input] if isinstance(input, (str, os.PathLike)) else list(input)
     # a path without an image ending is a DICOM series folder (the only folder output)
-    series = fmt == "dicom" or (fmt is None and not mrb and not out.name.lower().endswith(_FILE_ENDINGS))
+    series = fmt == "dicom" or (fmt is None and not mrb and not out.name.lower().endswith(WRITE_FILE_ENDINGS))
     check_writable(out, force, inputs, kind="series" if series else "file")
     check_writable(sidecar_path(out), force, inputs, kind="file")
     return mrb
@@ -218,7 +213,8 @@ def upscale_file(
         chosen = model
     else:
         chosen = cached_model(_resolve_spec(model, volume), dev)
-    if fmt is None and volume.meta.get("source_format") == "dicom" and not out.name.lower().endswith(_FILE_ENDINGS):
+    dicom_in = volume.meta.get("source_format") == "dicom"
+    if fmt is None and dicom_in and not out.name.lower().endswith(WRITE_FILE_ENDINGS):
         fmt = "dicom"  # DICOM in, derived DICOM series out
     from .predict import upscale
 

@@ -21,6 +21,7 @@ from .dicom_read import list_dicom_series, read_dicom
 from .dicom_series import SeriesInfo
 from .dicom_slices import DICOMDIR_SOP_CLASS
 from .dicom_write import write_dicom_series
+from .formats import FILE_ENDINGS, WRITE_ENDINGS
 from .itk import read_itk, write_itk
 from .nifti import read_nifti, write_nifti
 
@@ -28,12 +29,8 @@ __all__ = ["load", "save", "list_series", "detect_format", "SeriesInfo", "FORMAT
 
 PathArg = str | PathLike[str]
 
-#: Output formats and the extensions that select them. Detached-header formats
-#: (.nhdr, .mhd) are read but not written: their two files cannot be renamed atomically.
-FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",), "dicom": ()}
-
-#: Endings of single-file formats, read or written; a DICOM output folder must not end so.
-_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz", ".zip", ".tar", ".tgz")
+#: Output formats and the extensions that select them (see :mod:`mrisr.io.formats`).
+FORMATS = WRITE_ENDINGS
 
 _PICTURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF"}
 
@@ -226,7 +223,7 @@ def output_format(path: Path, format: str | None) -> str:
             raise OutputError(
                 f"unknown format {format!r}", path, f"use one of {', '.join(FORMATS)}"
             )
-        if format == "dicom" and name.endswith(_FILE_SUFFIXES):
+        if format == "dicom" and name.endswith(FILE_ENDINGS):
             raise OutputError(
                 "a DICOM series is written to a folder, but the path ends like a file name",
                 path,

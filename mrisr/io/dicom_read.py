@@ -33,6 +33,7 @@ from .dicom_slices import (
     read_header,
     records_from_dataset,
 )
+from .formats import endings_of
 from .intensity import check_finite
 
 __all__ = ["read_dicom", "list_dicom_series", "scan_records"]
@@ -145,7 +146,7 @@ def scan_records(
 
 
 #: File endings that say "this is DICOM": such a file that cannot be read is an error, even in a folder.
-_DICOM_SUFFIXES = (".dcm", ".dcm.gz", ".ima", ".dicom")
+_DICOM_SUFFIXES = endings_of("dicom")
 
 
 def _dicom_name(path: Path) -> bool:

@@ -35,6 +35,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import GEOMETRY_ATOL_MM, Volume, world_corners
+from .formats import DICOM_FILE_ENDING
 from .intensity import to_numpy
 from .lps import flip_lps_ras
 
@@ -466,7 +467,7 @@ def write_dicom_series(volume: Volume, folder: Path) -> list[Path]:
     center, width, voi_function = window(array)
     total = n_channels * nz
     width_digits = max(4, len(str(total)))
-    paths = [folder / f"IM_{n + 1:0{width_digits}d}.dcm" for n in range(total)]
+    paths = [folder / f"IM_{n + 1:0{width_digits}d}{DICOM_FILE_ENDING}" for n in range(total)]
     if folder.exists() and not folder.is_dir():
         raise OutputError("exists and is not a folder", path=folder, fix="choose another output")
 

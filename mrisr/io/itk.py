@@ -17,22 +17,20 @@ import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import Volume
+from .formats import SCAN_ENDINGS, WRITE_ENDINGS
 from .intensity import cast_for_storage, check_finite, intensity_meta, storage_dtype, to_numpy
 from .lps import flip_lps_ras
 
 __all__ = ["read_itk", "write_itk"]
 
+#: mrisr's format kind -> SimpleITK's ImageIO.
+_IMAGE_IO = {"nrrd": "NrrdImageIO", "mha": "MetaImageIO"}
 # suffix -> (meta source_format, SimpleITK ImageIO); .nhdr/.mhd keep data in a second file.
-_READ = {
-    ".nrrd": ("nrrd", "NrrdImageIO"),
-    ".nhdr": ("nrrd", "NrrdImageIO"),
-    ".mha": ("mha", "MetaImageIO"),
-    ".mhd": ("mha", "MetaImageIO"),
-}
+_READ = {e: (kind, _IMAGE_IO[kind]) for e, kind in SCAN_ENDINGS.items() if kind in _IMAGE_IO}
 _LABEL = {"nrrd": "NRRD", "mha": "MetaImage"}
 # Only single-file formats: a detached header would name the temporary data file
 # of an atomic write.
-_WRITE = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}
+_WRITE = {e: _IMAGE_IO[kind] for kind in _IMAGE_IO for e in WRITE_ENDINGS[kind]}
 #: How much of a file is read to find its format and a detached header's data files.
 _HEAD_BYTES = 1 << 20
 #: At most this many data files of a LIST or pattern are listed in ``source_paths``.
@@ -143,11 +141,11 @@ def _kind(path: Path, head: bytes) -> tuple[str, str]:
     """(source_format, SimpleITK ImageIO) of a file: by its magic, else by its suffix."""
     head = head[:1024]
     if head.startswith(b"NRRD"):
-        return _READ[".nrrd"]
+        return "nrrd", _IMAGE_IO["nrrd"]
     if _suffix(path) in _READ:
         return _READ[_suffix(path)]
     if b"ObjectType" in head or b"NDims" in head:
-        return _READ[".mha"]
+        return "mha", _IMAGE_IO["mha"]
     raise InputError(
         f"not an NRRD or MetaImage file (suffix {path.suffix!r}, no NRRD or MetaImage header)",
         path,

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import GeometryError, InputError, OutputError
 from ..volume import Volume, world_corners
+from .formats import endings_of
 from .intensity import cast_for_storage, check_finite, intensity_meta, storage_dtype, to_numpy
 
 __all__ = ["read_nifti", "write_nifti"]
@@ -23,7 +24,7 @@ __all__ = ["read_nifti", "write_nifti"]
 XFORM_AGREE_MM = 1e-3
 #: nibabel's code for "scanner anatomical" coordinates, as dcm2niix writes.
 SCANNER_CODE = 1
-_SUFFIXES = (".nii", ".nii.gz")
+_SUFFIXES = endings_of("nifti")
 _FIX_CORRUPT = "re-export or re-download the file; check it with `nib-ls` or `fslhd`"
 
 

@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import InputError, MrisrError
 from ..io import list_series, load
+from ..io.formats import VOLUME_ENDINGS
 from ..kspace.degrade import acquisition_axes, degrade
 from ..preprocess import foreground_mask as preprocess_foreground
 from ..preprocess import normalize, percentile_99, pre_upsample
@@ -48,7 +49,6 @@ from ..protocol import Acquisition, AcquisitionParams, Protocol
 from ..volume import Volume, spacing
 
 __all__ = [
-    "VOLUME_SUFFIXES",
     "load_training_volumes",
     "volume_name",
     "make_pair",
@@ -61,8 +61,6 @@ __all__ = [
     "validation_pairs",
 ]
 
-#: File endings a folder is searched for (a folder without any is read as DICOM).
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 PathLikeArg = str | PathLike[str]
 
@@ -71,7 +69,7 @@ PathLikeArg = str | PathLike[str]
 
 
 def _has_volume_suffix(path: Path) -> bool:
-    return path.name.lower().endswith(VOLUME_SUFFIXES)
+    return path.name.lower().endswith(VOLUME_ENDINGS)  # a folder without any is read as DICOM
 
 
 def _expand(path: Path) -> list[tuple[str, Any]]:
