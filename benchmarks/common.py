@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["time_runs", "machine_info"]
+__all__ = ["time_runs", "machine_info", "cpu_flags"]
 
 
 def time_runs(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -19,6 +19,17 @@ def time_runs(fn: Callable[[], object], repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def cpu_flags() -> str:
+    """The CPU flags that decide the fast paths (AVX2, AVX-512, its BF16, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
 
 
 PACKAGES = ("torch", "numpy", "pydicom", "SimpleITK", "monai", "mrisr")
@@ -34,6 +45,7 @@ def machine_info(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     except (OSError, StopIteration):
         model = platform.processor() or "unknown"
     info["cpu"] = model
+    info["cpu flags"] = cpu_flags()
     try:
         kib = next(
             int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()

@@ -53,17 +53,6 @@ RESULTS = HERE / "RESULTS.md"
 PROTOCOL = {2: "thick-slice-x4", 3: "vdsr3d"}
 
 
-def cpu_flags() -> str:
-    """The CPU flags that decide the fast paths (AVX2, AVX-512, its BF16, AMX)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"
-
-
 def flops_per_voxel(net: torch.nn.Module) -> int:
     """FLOPs per voxel of one forward pass of a same-resolution conv net: 2 k^d c_in c_out / groups."""
     total = 0
@@ -200,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             for shape in ((256, 256, 64), (512, 512, 100)):
                 rss.append(rss_case(name, shape, best))
                 print(json.dumps(rss[-1]), flush=True)
-    info = {**machine_info(), "cpu flags": cpu_flags(), "torch threads": str(torch.get_num_threads()),
+    info = {**machine_info(), "torch threads": str(torch.get_num_threads()),
             "precision auto picks": info_auto,
             "own peak RSS": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"}
     command = "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, MrisrError, OutputError
+from .infer.precision import PRECISIONS
 from .io import FORMATS, load, output_format, save
 from .io.atomic import check_writable
 from .io.formats import SCENE_ENDING
@@ -214,7 +215,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         device=args.device, resume=args.resume, seed=args.seed, num_workers=args.workers,
         command=["mrisr", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("mrisr") else None,
-        progress=not args.quiet, init=args.init,
+        progress=not args.quiet, init=args.init, precision=args.precision,
     )
     if not args.quiet:
         print(f"run directory: {run} (best model: {run / 'best' / 'model.safetensors'})")
@@ -452,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "same network as the protocol's): fine-tuning")
     train.add_argument("--seed", type=int, default=0, help="seed of the patch and degradation draws (default 0)")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers preparing pairs")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="CPU network precision: auto (bfloat16 where the CPU has native bf16, else float32)")
     train.set_defaults(func=_cmd_train)
 
     up = sub.add_parser("upscale", help="super-resolve a scan with a trained model", parents=[common])
@@ -469,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "input and the result")
     up.add_argument("--series", help="DICOM series id when the input holds several")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    up.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    up.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="CPU network precision: auto (bfloat16 where the CPU has native bf16, else float32)")
     up.add_argument("--force", action="store_true", help="replace existing outputs")
     up.add_argument("--json", action="store_true", help="print the summary (the sidecar's content) as JSON")

@@ -14,16 +14,19 @@ the machine, not a timing taken per process: every worker of a batch on one mach
 same choice, so the same input gives the same output whichever worker ran it. The accuracy
 bound (bf16 within 0.05 dB PSNR of float32 on the held-out sample) is checked by the test suite
 and the inference benchmark, not at run time.
+torch is imported inside the functions: the command line reads :data:`PRECISIONS` cheaply.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "NATIVE_BF16_FLAGS", "resolve_precision", "cpu_has_native_bf16", "channels_last"]
 
@@ -35,6 +38,8 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def channels_last(ndim: int) -> torch.memory_format:
     """The channels-last memory format of a batch with ``ndim`` dimensions (4: 2D, 5: 3D)."""
+    import torch
+
     return torch.channels_last if ndim == 4 else torch.channels_last_3d
 
 
@@ -48,6 +53,8 @@ def _cpu_flags() -> set[str]:
 
 
 def _onednn_supports_bf16() -> bool:
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN

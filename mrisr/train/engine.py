@@ -33,6 +33,7 @@ from ..device import resolve_device
 from ..errors import InputError, OutputError
 from ..evaluate.metrics import bbox_ssim, masked_psnr
 from ..export.sidecar import json_ready, sha256_file
+from ..infer.precision import channels_last, resolve_precision
 from ..io.atomic import check_writable
 from ..models.card import save_checkpoint
 from ..nets import network_from_block, network_name
@@ -41,6 +42,7 @@ from ..protocol import Protocol, load_protocol
 from .data import PatchPairs, load_training_volumes, validation_pairs
 from .handlers import GradientClipping
 from .optim import build_optimizer, build_scheduler
+from .precision import Bf16Inferer
 from .validation import VolumeInferer
 
 __all__ = ["train"]
@@ -142,6 +144,7 @@ def train(
     command: Sequence[str] | None = None,
     progress: bool = True,
     init: str | Path | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Train the protocol's network on simulated pairs from ``data``; returns the run directory.
 
@@ -159,6 +162,11 @@ def train(
         init: a shipped model's name or a checkpoint (card, weights, folder or run folder) whose
             weights start the training (fine-tuning); its architecture must equal the protocol's
             network. Not with ``resume``.
+        precision: the network's precision on the CPU, as for inference
+            (:func:`mrisr.infer.precision.resolve_precision`): ``auto`` (bfloat16 autocast where
+            the CPU has native bf16, else float32), ``float32`` or ``bfloat16``
+            (:mod:`mrisr.train.precision`). Validation always scores in float32. The card records
+            the choice under ``hardware.precision``. CUDA uses float16 AMP instead.
     """
     start_time = time.perf_counter()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -176,6 +184,7 @@ def train(
         device = f"cuda:{rank % torch.cuda.device_count()}"
     dev = resolve_device(device)
     amp = dev.type == "cuda"
+    chosen = resolve_precision(precision, dev)
     total_epochs = int(epochs if epochs is not None else proto.train.epochs)
     steps = int(proto.train.steps_per_epoch)
 
@@ -185,9 +194,8 @@ def train(
     torch.manual_seed(seed)
     model = network_from_block(proto.network).to(dev)
     parent = _initialise(model, init, resume) if init is not None else None
-    if amp:
-        model = model.to(memory_format=torch.channels_last if proto.network.spatial_dims == 2
-                         else torch.channels_last_3d)
+    if amp or chosen == "bfloat16":
+        model = model.to(memory_format=channels_last(proto.network.spatial_dims + 2))
     network = model
     if world > 1:  # DistributedDataParallel: gradients averaged over ranks, identical weights
         from torch.nn.parallel import DistributedDataParallel
@@ -207,6 +215,7 @@ def train(
     trainer = SupervisedTrainer(
         device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=network, optimizer=optimizer,
         loss_function=torch.nn.MSELoss(), epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
+        inferer=Bf16Inferer() if chosen == "bfloat16" else None,
     )
     GradientClipping(t.clip_mode, t.clip_theta).attach(trainer)
 
@@ -261,7 +270,7 @@ def train(
         if improved:
             counters["best_psnr"] = row.get("val_psnr", counters["best_psnr"])
             counters["best_epoch"] = epoch
-            card = _card(proto, data, volumes, row, start_time, command, dev)
+            card = _card(proto, data, volumes, row, start_time, command, dev, chosen)
             if parent is not None:
                 card["initialised_from"] = parent
             save_checkpoint(model, run.best, card, name="model", force=True)
@@ -375,7 +384,7 @@ def _initialise(model: torch.nn.Module, init: str | Path, resume: bool) -> dict:
 
 
 def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: dict, start: float,
-          command: Sequence[str] | None, device: torch.device) -> dict:
+          command: Sequence[str] | None, device: torch.device, precision: str) -> dict:
     files = [Path(p) for p in data]
     return {
         # the whole protocol, as shipped cards hold it: inference reads the training patch size from it
@@ -384,7 +393,8 @@ def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: d
         "metrics": metrics,
         "mrisr_version": __version__,
         "hardware": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else None, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+                     else None, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "precision": "float16 amp" if device.type == "cuda" else precision},
         "wall_time_s": round(time.perf_counter() - start, 1),
         "command": list(command) if command is not None else sys.argv,
     }
