@@ -18,8 +18,14 @@ For each shipped model and each precision this CPU offers (float32; bfloat16 whe
   of its training size), in the same precision and memory layout; the fraction is the model's
   GFLOP/s over that peak (the goal: at least 50 %).
 
-``--rss`` runs 256x256x64 -> 256^3 and 512x512x100 -> 512x512x500 (4 mm slices of random
-magnitude data) in a child process each and reports its peak resident memory (goal <= 4 GiB).
+``--rss`` runs 256x256x64 at 1 x 1 x 4 mm -> 256^3 and 512x512x100 at 1 x 1 x 5 mm -> 512x512x500
+(random magnitude data) in a child process each and reports its peak resident memory (goal
+<= 4 GiB).
+
+``--threads`` times the 2D model's forward pass over batches of sample-sized planes (1, 4, 16
+and 64 planes, the runner's largest batch) with 1 .. nproc torch threads, in each precision:
+planes/s and the speed-up over one thread (is torch's default of one thread per core right
+for plane batches, and does batching help?).
 Speeds are ratios within one run on one machine: the CPU model and flags are recorded.
 """
 
@@ -129,13 +135,17 @@ def run_model(name: str, hr: mrisr.Volume, precisions: list[str]) -> list[dict]:
     return rows
 
 
-def rss_case(name: str, lr_shape: tuple[int, int, int], precision: str) -> dict:
-    """Peak RSS (GiB) of a child process that upscales random 1 x 1 x 4 mm magnitude data with ``name``."""
+#: The two large cases: (input shape, slice spacing mm); the output is 1 mm isotropic.
+RSS_CASES = (((256, 256, 64), 4.0), ((512, 512, 100), 5.0))
+
+
+def rss_case(name: str, lr_shape: tuple[int, int, int], slice_mm: float, precision: str) -> dict:
+    """Peak RSS (GiB) of a child process that upscales random 1 x 1 x ``slice_mm`` mm magnitude data."""
     code = (
         "import numpy as np, resource, time, mrisr\n"
         "from mrisr.infer import upscale\n"
         f"lr = mrisr.Volume(np.random.default_rng(0).uniform(0, 1000, (1, *{lr_shape!r})).astype(np.float32),"
-        " np.diag([1.0, 1.0, 4.0, 1.0]), {})\n"
+        f" np.diag([1.0, 1.0, {slice_mm!r}, 1.0]), {{}})\n"
         "t = time.perf_counter()\n"
         f"sr = upscale(lr, {name!r}, spacing=1.0, device='cpu', precision={precision!r})\n"
         "print(sr.shape, round(time.perf_counter() - t, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
@@ -146,12 +156,46 @@ def rss_case(name: str, lr_shape: tuple[int, int, int], precision: str) -> dict:
             "seconds": float(seconds), "peak_rss_gib": round(int(kib) / 2**20, 2)}
 
 
-def markdown(rows: list[dict], rss: list[dict], info: dict[str, str], command: str) -> str:
-    lines = ["", "### Inference: shipped models on the held-out sample, float32 and bfloat16, on the CPU", ""]
+def thread_scaling(name: str, hr_shape: tuple[int, int, int], precisions: list[str],
+                   seconds: float = 2.0) -> list[dict]:
+    """Planes/s of a 2D model's forward pass per (precision, batch, threads), as the runner calls it."""
+    loaded = load_model(name, "cpu")
+    before = torch.get_num_threads()
+    rows = []
+    for precision in precisions:
+        bf16 = precision == "bfloat16"
+        net = loaded.net.to(memory_format=channels_last(4) if bf16 else torch.contiguous_format)
+        for batch in (1, 4, 16, 64):
+            x = torch.rand(batch, 1, hr_shape[0], hr_shape[2])
+            x = x.contiguous(memory_format=channels_last(4)) if bf16 else x
+            base = None
+            for threads in range(1, before + 1):
+                torch.set_num_threads(threads)
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    net(x)
+                    start, n = time.perf_counter(), 0
+                    while time.perf_counter() - start < seconds or n < 2:
+                        net(x)
+                        n += 1
+                rate = batch * n / (time.perf_counter() - start)
+                base = base or rate
+                rows.append({"model": name, "precision": precision, "batch": batch, "threads": threads,
+                             "planes_per_s": round(rate, 2), "speedup": round(rate / base, 2)})
+                print(json.dumps(rows[-1]), flush=True)
+    torch.set_num_threads(before)
+    return rows
+
+
+def markdown(rows: list[dict], rss: list[dict], info: dict[str, str], command: str,
+             threads: list[dict] | None = None) -> str:
+    title = ("Inference: shipped models on the held-out sample, float32 and bfloat16, on the CPU" if rows else
+             "Inference: peak memory of the large cases and 2D plane batches by threads, on the CPU")
+    lines = ["", f"### {title}", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
-    lines += [f"- command: `{command}`", "",
-              "| model | protocol | precision | output | s | Mvoxel/s | GFLOP/s | conv peak GFLOP/s | of peak "
-              "| PSNR dB | SSIM |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"- command: `{command}`", ""]
+    if rows:
+        lines += ["| model | protocol | precision | output | s | Mvoxel/s | GFLOP/s | conv peak GFLOP/s | of peak "
+                  "| PSNR dB | SSIM |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['protocol']} | {r['precision']} | {'x'.join(map(str, r['output']))} | "
                      f"{r['seconds']} | {r['mvoxel_per_s']} | {r['gflop_per_s']} | {r['conv_peak_gflop_per_s']} | "
@@ -167,6 +211,13 @@ def markdown(rows: list[dict], rss: list[dict], info: dict[str, str], command: s
                          f"PSNR {b16['psnr_db'] - f32['psnr_db']:+.4f} dB (goal: within 0.05 dB)")
     lines += [f"- peak RSS {r['model']} {r['precision']} {'x'.join(map(str, r['input']))} -> {r['output']}: "
               f"{r['peak_rss_gib']} GiB in {r['seconds']} s (goal <= 4 GiB)" for r in rss]
+    if threads:
+        plane = "x".join(map(str, threads[0].get("plane", [])))
+        lines += ["", f"2D plane batches{f' ({plane} planes)' if plane else ''}: planes/s by torch threads "
+                  "(speed-up over one thread)", "",
+                  "| model | precision | batch | threads | planes/s | speed-up |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['precision']} | {r['batch']} | {r['threads']} | {r['planes_per_s']} | "
+                  f"{r['speedup']:.2f}x |" for r in threads]
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="shipped model names (default: all)")
     parser.add_argument("--rss", action="store_true", help="also the two large cases' peak RSS")
+    parser.add_argument("--threads", action="store_true", help="also 2D plane batches by torch threads")
+    parser.add_argument("--no-models", action="store_true", help="skip the whole-sample rows (with --rss/--threads)")
     parser.add_argument("--write", action="store_true", help="append the results to RESULTS.md")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -181,19 +234,25 @@ def main(argv: list[str] | None = None) -> int:
     precisions = ["float32", "bfloat16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["float32"]
     info_auto = "bfloat16" if cpu_has_native_bf16() else "float32"
     hr = mrisr.load(SAMPLE)
-    rows = [row for name in names for row in run_model(name, hr, precisions)]
+    rows = [] if args.no_models else [row for name in names for row in run_model(name, hr, precisions)]
+    threads = []
+    if args.threads:
+        for name in names:
+            if int(load_model(name, "cpu").config["spatial_dims"]) == 2:
+                threads += [{**r, "plane": [hr.shape[0], hr.shape[2]]}
+                            for r in thread_scaling(name, hr.shape, precisions)]
     rss = []
     if args.rss:
         best = "bfloat16" if "bfloat16" in precisions else "float32"
         for name in names:
-            for shape in ((256, 256, 64), (512, 512, 100)):
-                rss.append(rss_case(name, shape, best))
+            for shape, slice_mm in RSS_CASES:
+                rss.append(rss_case(name, shape, slice_mm, best))
                 print(json.dumps(rss[-1]), flush=True)
     info = {**machine_info(), "torch threads": str(torch.get_num_threads()),
             "precision auto picks": info_auto,
             "own peak RSS": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"}
     command = "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(rows, rss, info, command.strip())
+    text = markdown(rows, rss, info, command.strip(), threads)
     print(text)
     if args.write:
         with open(RESULTS, "a", encoding="utf-8") as f:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 import tempfile
 import time
@@ -103,11 +104,14 @@ def convergence(steps: int, precisions: list[str]) -> list[str]:
     train = [DATA / name for name in TRAIN_VOLUMES]
     rows = ["| protocol | precision | steps | wall time (s) | s/step | val PSNR (dB) | val SSIM |",
             "|---|---|---:|---:|---:|---:|---:|"]
-    epochs = max(1, -(-steps // 100))  # vdsr2d-thick: 100 steps per epoch; validated after each
+    proto = load_protocol("vdsr2d-thick")
+    epochs = max(1, -(-steps // proto.train.steps_per_epoch))
+    # the cosine schedule spans these epochs; validated once, at the end
+    proto = dataclasses.replace(proto, train=dataclasses.replace(proto.train, val_interval=epochs))
     with tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
             start = time.perf_counter()
-            run = mrisr.train("vdsr2d-thick", train, Path(tmp) / precision, val=[DATA / VAL_VOLUME],
+            run = mrisr.train(proto, train, Path(tmp) / precision, val=[DATA / VAL_VOLUME],
                               epochs=epochs, max_steps=steps, device="cpu", progress=False, precision=precision)
             seconds = time.perf_counter() - start
             last = list(csv.DictReader(open(run / "metrics.csv")))[-1]

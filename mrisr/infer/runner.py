@@ -55,13 +55,20 @@ def _free_cuda_bytes(dev: torch.device) -> int:
     return int(free)
 
 
-def _auto_batch(voxels: int, width: int, dev: torch.device, amp: bool, limit: int, reserved: int = 0) -> int:
+#: CPU budget of a 2D plane batch's activations: cache-sized. Measured (benchmarks/RESULTS.md,
+#: ``benchmarks/inference.py --threads``): 197 x 189 planes of vdsr2d-thick ran 1.2-1.3x faster
+#: per plane in batches of 1-4 than of 16-64, in float32 and bfloat16 alike.
+CPU_PLANE_BATCH_BYTES = 32 << 20
+
+
+def _auto_batch(voxels: int, width: int, dev: torch.device, amp: bool, limit: int, reserved: int = 0,
+                cpu_budget: int = 1 << 30) -> int:
     """Items per forward pass from free memory (the rule in the module docstring)."""
     per_item = 3 * voxels * max(1, width) * (2 if amp else 4)
     if dev.type == "cuda":
         budget = max(0, _free_cuda_bytes(dev) - reserved) // 2
     else:
-        budget = min(_available_cpu_bytes() // 4, 1 << 30)
+        budget = min(_available_cpu_bytes() // 4, cpu_budget)
     return int(max(1, min(limit, budget // per_item)))
 
 
@@ -295,7 +302,7 @@ def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_siz
         batch = sw_batch_size or _auto_batch(window, width, dev, use_amp, 16, reserved)
     else:
         plane = max(hr_shape[axis] * hr_shape[p] for p in partners) if roi is None else int(np.prod(roi))
-        batch = sw_batch_size or _auto_batch(plane, width, dev, use_amp, 64)
+        batch = sw_batch_size or _auto_batch(plane, width, dev, use_amp, 64, cpu_budget=CPU_PLANE_BATCH_BYTES)
     chosen = resolve_precision(precision, dev)
     if chosen == "bfloat16":
         net.to(memory_format=channels_last(dims + 2))

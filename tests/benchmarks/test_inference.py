@@ -37,3 +37,20 @@ def test_the_table_reads_the_rows() -> None:
     text = inference.markdown(rows, [], {"cpu": "test"}, "python benchmarks/inference.py")
     assert "| m | p | bfloat16 | 8x8x8 | 1.0 |" in text and "50 %" in text
     assert "bfloat16 3.00x the speed of float32, PSNR +0.0100 dB" in text
+
+
+def test_the_rss_and_thread_tables_read_their_rows() -> None:
+    rss = [{"model": "m", "precision": "bfloat16", "input": [512, 512, 100], "output": "(1, 512, 512, 500)",
+            "seconds": 600.0, "peak_rss_gib": 3.1}]
+    threads = [{"model": "m", "precision": "float32", "batch": 16, "threads": t, "planes_per_s": r,
+                "speedup": r / 2.0, "plane": [197, 189]} for t, r in ((1, 2.0), (2, 3.8))]
+    text = inference.markdown([], rss, {"cpu": "test"}, "python benchmarks/inference.py --rss", threads)
+    assert "peak memory of the large cases" in text and "| model | protocol |" not in text
+    assert "m bfloat16 512x512x100 -> (1, 512, 512, 500): 3.1 GiB in 600.0 s (goal <= 4 GiB)" in text
+    assert "(197x189 planes)" in text and "| m | float32 | 16 | 2 | 3.8 | 1.90x |" in text
+
+
+def test_the_large_cases_are_those_the_issue_names() -> None:
+    """256x256x64 -> 256^3 and 512x512x100 -> 512x512x500 at 1 mm: the slice spacing makes the output."""
+    for shape, slice_mm in inference.RSS_CASES:
+        assert round(shape[2] * slice_mm) in (256, 500)

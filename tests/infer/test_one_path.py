@@ -89,3 +89,21 @@ def test_a_cards_validation_psnr_is_what_upscale_gives(dims, tmp_path, capsys) -
     assert cli.main(["evaluate", "--reference", str(val_hr), "--prediction", str(sr), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["psnr_db"] == pytest.approx(card["metrics"]["val_psnr"], abs=0.01), (evaluated, card["metrics"])
+
+
+def test_cpu_plane_batches_are_cache_sized_and_windows_are_not() -> None:
+    """2D planes on the CPU: activations of a batch within CPU_PLANE_BATCH_BYTES (measured faster per
+    plane than large batches); 3D windows keep the 1 GiB memory budget."""
+    from mrisr.infer.runner import CPU_PLANE_BATCH_BYTES, plan_run
+    from mrisr.models.loaded import LoadedModel
+    from mrisr.nets import VDSR
+
+    net2d = LoadedModel(VDSR(2, features=48, depth=3), {}, "tiny 2D", "cpu")
+    run = plan_run(net2d, (197, 233, 189), 2, precision="float32")
+    per_plane = 3 * 197 * 189 * 48 * 4
+    assert run.batch == max(1, CPU_PLANE_BATCH_BYTES // per_plane) == 1
+    small = plan_run(net2d, (64, 64, 64), 2, precision="float32")
+    assert small.batch == CPU_PLANE_BATCH_BYTES // (3 * 64 * 64 * 48 * 4) > 1
+    net3d = LoadedModel(VDSR(3, features=32, depth=3), {}, "tiny 3D", "cpu")
+    windows = plan_run(net3d, (64, 64, 64), 2, roi_size=32, precision="float32")
+    assert windows.batch > CPU_PLANE_BATCH_BYTES // (3 * 32**3 * 32 * 4)
