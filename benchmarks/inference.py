@@ -188,8 +188,9 @@ def thread_scaling(name: str, hr_shape: tuple[int, int, int], precisions: list[s
 
 def markdown(rows: list[dict], rss: list[dict], info: dict[str, str], command: str,
              threads: list[dict] | None = None) -> str:
+    parts = (["peak memory of the large cases"] if rss else []) + (["2D plane batches by threads"] if threads else [])
     title = ("Inference: shipped models on the held-out sample, float32 and bfloat16, on the CPU" if rows else
-             "Inference: peak memory of the large cases and 2D plane batches by threads, on the CPU")
+             f"Inference: {' and '.join(parts) or 'nothing measured'}, on the CPU")
     lines = ["", f"### {title}", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += [f"- command: `{command}`", ""]

@@ -23,17 +23,29 @@ __all__ = [
     "cubic_baseline",
     "clip_like_magnitude",
     "cubic_resize_axis",
+    "resample_to_shape",
 ]
 
 #: Voxels above this fraction of the 99th percentile are foreground (:func:`foreground_mask`).
 FOREGROUND_FRACTION = 0.1
 
 
+def _flat_numpy(image: torch.Tensor) -> np.ndarray:
+    """``image``'s values as a flat float32/float64 numpy view (a copy only for other dtypes or devices)."""
+    values = image.detach().reshape(-1).cpu()
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.to(torch.float32)
+    return values.numpy()
+
+
 def percentile_99(image: torch.Tensor) -> float:
-    """The 99th percentile of all values of a non-empty ``image`` (an element of it: ``kthvalue``,
-    as ``torch.quantile`` refuses more than 2**24 values)."""
-    values = image.detach().reshape(-1).to(torch.float64)
-    return float(values.kthvalue(max(1, int(round(0.99 * values.numel())))).values)
+    """The 99th percentile of all values of a non-empty ``image``: its ``k``-th smallest value, ``k =
+    round(0.99 n)`` (an element of it, as ``torch.kthvalue`` gives). Found with ``numpy.partition`` on
+    one copy in the image's own precision: ``torch.quantile`` refuses more than 2**24 values and
+    ``kthvalue`` also allocates int64 indices (1 GiB for a 512x512x500 grid)."""
+    values = _flat_numpy(image)
+    k = max(1, int(round(0.99 * values.size)))
+    return float(np.partition(values, k - 1)[k - 1])
 
 
 def foreground_mask(image: torch.Tensor, fraction: float = FOREGROUND_FRACTION, *,
@@ -46,13 +58,15 @@ def foreground_mask(image: torch.Tensor, fraction: float = FOREGROUND_FRACTION, 
 
 def intensity_scale(image: torch.Tensor) -> float:
     """The scale that normalisation divides by: the mean of the foreground of ``image``
-    (voxels above 10% of its 99th percentile), 1.0 for an empty image. Any shape."""
-    values = image.detach().to(torch.float64)
-    p99 = percentile_99(values) if values.numel() else 0.0
+    (voxels above 10% of its 99th percentile), 1.0 for an empty image. Any shape. Summed in
+    float64 in place (``numpy.sum(where=)``): no float64 copy and no index list of the image."""
+    values = _flat_numpy(image)
+    p99 = percentile_99(image) if values.size else 0.0
     if p99 <= 0:
         return 1.0
-    foreground = values[foreground_mask(values, p99=p99)]
-    return float(foreground.mean()) if foreground.numel() else 1.0
+    mask = values > FOREGROUND_FRACTION * p99
+    count = int(np.count_nonzero(mask))
+    return float(np.sum(values, where=mask, dtype=np.float64) / count) if count else 1.0
 
 
 def normalize(image: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, float]:
@@ -106,13 +120,14 @@ def cubic_resize_axis(image: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     pos = (torch.arange(size, dtype=torch.float64, device=image.device) + 0.5) * (n / size) - 0.5
     base = torch.floor(pos)
     weights = _keys_weights(pos - base).to(image.dtype)  # (4, size)
+    shape = [1] * image.ndim
+    shape[dim] = size
     out = None
-    for tap in range(4):
+    for tap in range(4):  # accumulated in place: peak memory is the input plus two outputs
         idx = (base.long() + tap - 1).clamp(0, n - 1)
-        shape = [1] * image.ndim
-        shape[dim] = size
-        term = image.index_select(dim, idx) * weights[tap].reshape(shape)
-        out = term if out is None else out + term
+        term = image.index_select(dim, idx).mul_(weights[tap].reshape(shape))
+        out = term if out is None else out.add_(term)
+        del term
     assert out is not None
     return out
 
@@ -138,8 +153,16 @@ def pre_upsample(image: torch.Tensor, lr_affine: np.ndarray, hr_affine: np.ndarr
             "pre_upsample",
             "resample onto a grid with the same field of view and axes (mrisr.volume.fov_affine)",
         )
+    return resample_to_shape(image, hr_shape)
+
+
+def resample_to_shape(image: torch.Tensor, shape: tuple[int, int, int] | list[int]) -> torch.Tensor:
+    """``(..., X, Y, Z)`` put on the grid of ``shape`` that covers the same field of view (voxel
+    centres as in :func:`cubic_resize_axis`), one axis at a time; axes of equal size untouched
+    (no copy when none differs). The grid arithmetic of :func:`pre_upsample`, without its affine
+    check: for callers whose two grids share the field of view by construction."""
     out = image
-    for axis, size in enumerate(hr_shape):
+    for axis, size in enumerate(shape):
         out = cubic_resize_axis(out, out.ndim - 3 + axis, int(size))
     return out
 

@@ -299,17 +299,36 @@ def _positive(path: str, **values: float) -> None:
 
 @dataclass(frozen=True)
 class NetworkBlock:
-    """The network a model for this protocol uses (see :mod:`mrisr.nets`)."""
+    """The network a model for this protocol uses (see :mod:`mrisr.nets`).
+
+    ``features`` (one width, or one per layer where the network takes a list), ``depth`` and
+    ``scale`` are the common arguments (left out: the network's own defaults); ``options`` holds any other constructor argument of the named network (checked
+    against its signature when the network is built). ``scale`` is the integer factor of a
+    post-upsampling network: one value (the coarse axis) or one per patch axis, coarse last.
+    """
 
     name: str = "vdsr"
     spatial_dims: Literal[2, 3] = 2
-    features: int = 64
-    depth: int = 20
+    features: int | tuple[int, ...] | None = None
+    depth: int | None = None
+    scale: int | tuple[int, ...] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
         if not self.name.strip():
-            raise ProtocolError(f"{path}.name: empty", fix="name the network (vdsr)")
-        _positive(path, features=self.features, depth=self.depth)
+            raise ProtocolError(f"{path}.name: empty", fix="name the network (mrisr.nets.NETWORKS lists them)")
+        for key in ("features", "depth"):
+            value = getattr(self, key)
+            values = value if isinstance(value, tuple) else () if value is None else (value,)
+            if any(v <= 0 for v in values) or value == ():
+                raise ProtocolError(f"{path}.{key}: {value!r} must be positive integers", fix="give them")
+        factors = (self.scale,) if isinstance(self.scale, int) else self.scale or ()
+        if any(f < 1 for f in factors) or (factors and math.prod(factors) < 2):
+            raise ProtocolError(f"{path}.scale: {self.scale!r} must be integers >= 1 that upsample some axis",
+                                fix="give e.g. 4 (the coarse axis) or [1, 4]")
+        clash = sorted(set(self.options) & {"name", "spatial_dims", "features", "depth", "scale"})
+        if clash:
+            raise ProtocolError(f"{path}.options.{clash[0]}: give it as {path}.{clash[0]}", fix="move it up")
 
 
 @dataclass(frozen=True)
@@ -327,6 +346,8 @@ class TrainBlock:
     lr_schedule: Literal["step", "cosine"] = "step"
     step_epochs: int = 20
     gamma: float = 0.1
+    #: pixel loss: mse (VDSR), l1, or charbonnier (LapSRN; summed over its levels for progressive networks)
+    loss: Literal["mse", "l1", "charbonnier"] = "mse"
     clip_mode: Literal["adjustable", "norm"] = "adjustable"
     clip_theta: float = 0.01
     pairs_per_volume: int = 32
@@ -439,6 +460,11 @@ def _build(tp: Any, value: Any, path: str) -> Any:
         if len(value) != len(args):
             raise ProtocolError(f"{path}: expected {len(args)} values, got {len(value)}", fix="fix the list length")
         return tuple(_build(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ProtocolError(f"{path}: expected a mapping of names to values, got {value!r}",
+                                fix="write it as {key: value, ...}")
+        return {k: _plain(v, f"{path}.{k}") for k, v in value.items()}
     if tp is Param:
         return _param(value, path)
     if is_dataclass(tp):
@@ -456,6 +482,15 @@ def _build(tp: Any, value: Any, path: str) -> Any:
             raise ProtocolError(f"{path}: expected text, got {value!r}", fix="write text")
         return value
     raise ProtocolError(f"{path}: unsupported type {_type_name(tp)}")  # pragma: no cover - a bug in a dataclass
+
+
+def _plain(value: Any, path: str) -> Any:
+    """A free-form option value: a number, text, a boolean, null, or a list of those (nested)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise ProtocolError(f"{path}: {value!r} is not a number, text, boolean or list", fix="give a plain value")
 
 
 def _param(value: Any, path: str) -> Param:

@@ -16,6 +16,8 @@ The model card's essentials go into the ONNX ``metadata_props`` (text keys and v
     mrisr.in_channels       channels of "input"
     mrisr.out_channels      channels of "output"
     mrisr.layout            "(N, C, H, W)" or "(N, C, D, H, W)"
+    mrisr.upsampling        "pre" (output the input's size) or "post" (output grown by mrisr.scale)
+    mrisr.scale             JSON factors per spatial axis of "output" over "input" (post), else null
     mrisr.source            the checkpoint's card file name      (from a checkpoint only)
     mrisr.source_sha256     the checkpoint weights' sha256       (from a checkpoint only)
     mrisr.source_card_sha256  the checkpoint card's sha256       (from a checkpoint only)
@@ -39,7 +41,7 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..export.sidecar import sha256_file
 from ..io.atomic import atomic_output, check_writable
-from ..nets import network_name, unwrap
+from ..nets import level_scales, network_name, unwrap, upsampling
 
 __all__ = ["export_onnx", "check_onnx", "read_onnx_metadata", "MIN_OPSET", "MAX_OPSET", "TOLERANCE"]
 
@@ -135,6 +137,8 @@ def _prepare(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, dict
             "mrisr.in_channels": str(in_channels),
             "mrisr.out_channels": str(out_channels),
             "mrisr.layout": "(N, C, H, W)" if dims == 2 else "(N, C, D, H, W)",
+            "mrisr.upsampling": upsampling(net),
+            "mrisr.scale": json.dumps(list(level_scales(net)[-1])) if level_scales(net) else "null",
         }
     )
     return net, meta, sources
@@ -144,6 +148,10 @@ def _export_bytes(net: nn.Module, dims: int, in_channels: int, opset: int) -> by
     """The ONNX graph of ``net`` as bytes: "input" -> "output", batch and spatial axes dynamic."""
     dummy = torch.zeros(1, in_channels, *_EXPORT_SIZE[dims])
     axes = {0: "batch", **{2 + i: name for i, name in enumerate(_AXIS_NAMES[dims])}}
+    scales = level_scales(net)
+    factors = scales[-1] if scales else (1,) * dims  # a progressive network exports its finest level
+    grown = {0: "batch", **{2 + i: f"{name}_x{f}" if f > 1 else name
+                            for i, (name, f) in enumerate(zip(_AXIS_NAMES[dims], factors, strict=True))}}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The legacy exporter warns that it is deprecated; tracing warns about VDSR's shape
@@ -157,7 +165,7 @@ def _export_bytes(net: nn.Module, dims: int, in_channels: int, opset: int) -> by
             buffer,
             input_names=["input"],
             output_names=["output"],
-            dynamic_axes={"input": axes, "output": axes},
+            dynamic_axes={"input": axes, "output": grown},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -303,9 +311,12 @@ def export_onnx(
             entry.key, entry.value = key, value
         proto.producer_name = "mrisr"
         proto.producer_version = __version__
+        scales = level_scales(net)
+        size = (f"output the input's size times {list(scales[-1])} per spatial axis (post-upsampling"
+                f"{', its finest level' if len(scales) > 1 else ''})" if scales else "output the same size")
         proto.doc_string = (
             f"mrisr {json.loads(meta['mrisr.architecture'])['name']}: input {meta['mrisr.layout']} float32, "
-            "output the same size; batch and spatial axes are dynamic"
+            f"{size}; batch and spatial axes are dynamic"
         )
         try:
             onnx.checker.check_model(proto)

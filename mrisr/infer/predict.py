@@ -77,7 +77,7 @@ from ..preprocess import clip_like_magnitude, denormalize, normalize, pre_upsamp
 from ..volume import Volume
 from ..volume import spacing as voxel_spacing
 from .grid import coarse_axis, target_grid, upsampled_axes
-from .runner import plan_run, run_network
+from .runner import NetworkRun, plan_run, run_network
 
 __all__ = ["load_model", "upscale"]
 
@@ -94,6 +94,18 @@ def _model_info(net: nn.Module, card: dict[str, Any], config: dict[str, Any]) ->
 
 
 # --------------------------------------------------------------------------- upscale
+
+
+def _post_note(run: NetworkRun) -> str:
+    """What a post-upsampling network did, for the record's ``ran``."""
+    if run.upsampling != "post":
+        return ""
+    factors = " x ".join(map(str, run.factors))
+    note = f" (post-upsampling: the network grew the acquired grid {factors}"
+    if run.resampled_axes:
+        note += (f", then one cubic resampling step onto the target grid along voxel axes {run.resampled_axes} "
+                 f"({' x '.join(map(str, run.network_shape))} -> {' x '.join(map(str, run.out_shape))})")
+    return note + ")"
 
 
 def _as_tensor(array: Any) -> torch.Tensor:
@@ -165,8 +177,8 @@ def upscale(
     dev = resolve_device(device)
     loaded = load_model(resolve_model(model, volume), dev)
     net, card, config = loaded.net, loaded.card, loaded.config
-    run = plan_run(loaded, hr_shape, axis, roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap,
-                   fuse_orthogonal=fuse_orthogonal, halo=halo, amp=amp, precision=precision)
+    run = plan_run(loaded, hr_shape, axis, lr_shape=lr_shape, roi_size=roi_size, sw_batch_size=sw_batch_size,
+                   overlap=overlap, fuse_orthogonal=fuse_orthogonal, halo=halo, amp=amp, precision=precision)
     dims = run.dims
     singles = [a for a in range(3) if lr_shape[a] == 1]
     if dims == 3 and singles:
@@ -174,7 +186,8 @@ def upscale(
                          f"{', '.join('XYZ'[a] for a in singles)} (shape {list(lr_shape)})", "volume",
                          "use a 2D model for single images")
     grown = upsampled_axes(volume.affine, lr_shape, hr_affine, hr_shape)
-    if dims == 2 and singles and len(grown) > 1:
+    in_plane_pass = run.upsampling == "post" and dims == 2 and {run.axis, *run.partners} >= set(grown)
+    if dims == 2 and singles and len(grown) > 1 and not in_plane_pass:
         raise InputError(f"a 2D model upscales through slices along one axis; this single image is asked to grow "
                          f"in-plane along {', '.join('XYZ'[a] for a in grown)}", "spacing/scale",
                          "give a spacing or scale that upsamples one axis only")
@@ -189,18 +202,24 @@ def upscale(
         )
     from tqdm.auto import tqdm
 
-    total = run.items(hr_shape) * volume.n_channels if progress else 0
+    total = run.items() * volume.n_channels if progress else 0
     bar = tqdm(total=total or None, desc="upscale", unit=run.unit, disable=not progress, dynamic_ncols=True)
     source = _as_tensor(volume.array)
     non_negative = bool(source.numel()) and float(source.min()) >= 0.0
     clipped = 0
     out = torch.empty((volume.n_channels, *hr_shape), dtype=torch.float32)
     for c in range(volume.n_channels):
-        upsampled = pre_upsample(source[c : c + 1], volume.affine, hr_affine, hr_shape).to(torch.float32)
-        x, s = normalize(upsampled)
-        y, below = clip_like_magnitude(denormalize(run_network(run, x[0], bar), s), source)
+        # one name per stage, each dropped once used: peak memory stays a few target-grid copies
+        if run.upsampling == "post":  # the network takes the acquired grid and grows it itself
+            x, s = normalize(source[c])
+        else:
+            x, s = normalize(pre_upsample(source[c : c + 1], volume.affine, hr_affine, hr_shape)[0])
+        y = run_network(run, x, bar)
+        del x
+        y, below = clip_like_magnitude(denormalize(y, s), source)
         clipped += below
         out[c] = y
+        del y
     bar.close()
 
     seconds = time.perf_counter() - start
@@ -214,13 +233,18 @@ def upscale(
         "coarse_axis": int(axis),
         "upsampled_axes": grown,
         "fused_orthogonal": bool(dims == 2 and len(run.partners) > 1),
+        "upsampling": run.upsampling,
+        "network_factors": list(run.factors) if run.upsampling == "post" else None,
+        "network_level": run.level,
+        "network_grid": list(run.network_shape) if run.upsampling == "post" else None,
+        "resampled_axes": run.resampled_axes if run.upsampling == "post" else [],
         "roi_size": list(run.roi) if run.roi is not None else None,
         "sw_batch_size": run.batch,
         "overlap": float(overlap),
         "halo": int(halo),
         "identity_grid": bool(identity),
         "ran": ("same-grid restoration (the target grid equals the input grid: nothing upscaled)" if identity
-                else f"{dims}D super-resolution along voxel axes {grown}"),
+                else f"{dims}D super-resolution along voxel axes {grown}" + _post_note(run)),
         "non_negative_input": non_negative,
         "clipped_below_zero": clipped,
         "device": str(dev),

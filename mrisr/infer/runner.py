@@ -23,10 +23,11 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.loaded import LoadedModel
-from ..preprocess import clip_like_magnitude
+from ..nets import level_scales, upsampling
+from ..preprocess import clip_like_magnitude, resample_to_shape
 from .precision import channels_last, resolve_precision
 
-__all__ = ["DEFAULT_ROI_3D", "NetworkRun", "plan_run", "run_network", "predict_normalised"]
+__all__ = ["DEFAULT_ROI_3D", "NetworkRun", "input_window", "plan_run", "run_network", "predict_normalised"]
 
 #: Default 3D window (training patch layout) when the model card names no patch size.
 DEFAULT_ROI_3D = (64, 64, 64)
@@ -81,9 +82,11 @@ class _Forward:
     in channels-last by :func:`plan_run`); each call advances ``bar`` (a tqdm bar or None) by the
     items (planes or windows) it ran."""
 
-    def __init__(self, net: nn.Module, dev: torch.device, amp: bool, bar: Any = None, bf16: bool = False) -> None:
+    def __init__(self, net: nn.Module, dev: torch.device, amp: bool, bar: Any = None, bf16: bool = False,
+                 call: dict[str, Any] | None = None) -> None:
         self.net, self.dev, self.amp, self.bar = net, dev, amp and dev.type == "cuda", bar
         self.bf16 = bf16 and dev.type == "cpu"
+        self.call = dict(call or {})  # keyword arguments of each call (a progressive network's ``levels``)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dev)
@@ -91,7 +94,7 @@ class _Forward:
             x = x.contiguous(memory_format=channels_last(x.ndim))
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp), \
                 torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            y = self.net(x).float()
+            y = self.net(x, **self.call).float()
         if self.bar is not None:
             self.bar.update(int(x.shape[0]))
         return y.contiguous()
@@ -101,8 +104,9 @@ class _HaloPredictor:
     """A sliding-window predictor (``with_coord``) that runs each window with ``halo`` voxels of
     context from ``image`` on each side, clipped at the image's faces, and crops them off."""
 
-    def __init__(self, forward: _Forward, image: torch.Tensor, halo: int) -> None:
+    def __init__(self, forward: _Forward, image: torch.Tensor, halo: int, factors: Sequence[int] | None = None) -> None:
         self.forward, self.image, self.halo = forward, image, halo
+        self.factors = tuple(factors) if factors is not None else (1,) * (image.ndim - 2)  # output / input size
 
     def __call__(self, windows: torch.Tensor, coords: Sequence[Sequence[slice]] | None = None) -> torch.Tensor:
         if self.halo == 0 or coords is None:
@@ -113,7 +117,8 @@ class _HaloPredictor:
             lo = [max(0, sl.start - self.halo) for sl in s[2:]]
             hi = [min(n, sl.stop + self.halo) for sl, n in zip(s[2:], sizes, strict=True)]
             regions.append((s[0], *[slice(a, b) for a, b in zip(lo, hi, strict=True)]))
-            crops.append(tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(s[2:], lo, strict=True)))
+            crops.append(tuple(slice((sl.start - a) * f, (sl.stop - a) * f)
+                               for sl, a, f in zip(s[2:], lo, self.factors, strict=True)))
         out: list[torch.Tensor | None] = [None] * len(coords)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, region in enumerate(regions):
@@ -138,18 +143,17 @@ def _window_count(image_size: Sequence[int], roi: Sequence[int], overlap: float)
     return len(dense_patch_slices(size, clipped, interval))
 
 
-def _progress_total(dims: int, hr_shape: Sequence[int], axis: int, partners: Sequence[int],
+def _progress_total(dims: int, shape: Sequence[int], axis: int, partners: Sequence[int], order: Sequence[int],
                     roi: Sequence[int] | None, overlap: float) -> int:
-    """Items per channel that the progress bar counts: planes of every fused family (2D, whole
-    planes), or sliding windows (3D; 2D with ``roi``); 0 (an open-ended bar) if MONAI's window
-    rule cannot be read."""
+    """Items per channel that the progress bar counts over the network's input grid ``shape``: planes
+    of every fused family (2D, whole planes), or sliding windows (3D; 2D with ``roi``); 0 (an
+    open-ended bar) if MONAI's window rule cannot be read."""
     if dims == 2 and roi is None:
-        return sum(hr_shape[3 - axis - p] for p in partners)
+        return sum(shape[3 - axis - p] for p in partners)
     try:
         if dims == 3:
-            order = [a for a in range(3) if a != axis] + [axis]
-            return _window_count([hr_shape[a] for a in order], roi, overlap)
-        return sum(hr_shape[3 - axis - p] * _window_count([hr_shape[p], hr_shape[axis]], roi, overlap)
+            return _window_count([shape[a] for a in order], roi, overlap)
+        return sum(shape[3 - axis - p] * _window_count([shape[p], shape[axis]], roi, overlap)
                    for p in partners)
     except (ImportError, TypeError, ValueError):  # a MONAI whose private helper changed
         return 0
@@ -162,16 +166,19 @@ def _inferer(roi: Sequence[int], batch: int, overlap: float, dev: torch.device, 
 
 
 def _run_planes(fwd: _Forward, x: torch.Tensor, axis: int, partner: int, *, batch: int,
-                roi: Sequence[int] | None, overlap: float, halo: int) -> torch.Tensor:
+                roi: Sequence[int] | None, overlap: float, halo: int,
+                factors: Sequence[int] = (1, 1)) -> torch.Tensor:
     """A 2D network over the planes ``(partner, axis)`` of ``x`` ``(X, Y, Z)``, batched along the
-    third axis; CPU float32 ``(X, Y, Z)``."""
+    third axis; CPU float32 ``(X, Y, Z)``, grown by ``factors`` (a post-upsampling network's, per
+    plane axis) along ``partner`` and ``axis``."""
     rest = 3 - axis - partner
     planes = x.permute(rest, partner, axis)[:, None]  # (n_rest, 1, n_partner, n_axis)
-    result = torch.empty(planes.shape, dtype=torch.float32)
+    grown = (planes.shape[0], 1, planes.shape[2] * factors[0], planes.shape[3] * factors[1])
+    result = torch.empty(grown, dtype=torch.float32)
     if roi is not None:
         clipped = [min(int(r), n) for r, n in zip(roi, planes.shape[2:], strict=True)]
         inferer = _inferer(clipped, batch, overlap, fwd.dev, torch.device("cpu"), halo)
-        predictor = _HaloPredictor(fwd, planes, halo)
+        predictor = _HaloPredictor(fwd, planes, halo, factors)
     for start in range(0, planes.shape[0], batch):
         chunk = planes[start : start + batch]
         if roi is None:
@@ -184,15 +191,16 @@ def _run_planes(fwd: _Forward, x: torch.Tensor, axis: int, partner: int, *, batc
     return result[:, 0].permute(*back)
 
 
-def _run_volume(fwd: _Forward, x: torch.Tensor, axis: int, *, roi: Sequence[int], batch: int, overlap: float,
-                halo: int, out_dev: torch.device) -> torch.Tensor:
-    """A 3D network over ``x`` ``(X, Y, Z)`` in the training patch layout; CPU float32 ``(X, Y, Z)``."""
-    order = [a for a in range(3) if a != axis] + [axis]
-    back = [order.index(a) for a in range(3)]
+def _run_volume(fwd: _Forward, x: torch.Tensor, order: Sequence[int], *, roi: Sequence[int], batch: int,
+                overlap: float, halo: int, out_dev: torch.device, factors: Sequence[int] = (1, 1, 1)) -> torch.Tensor:
+    """A 3D network over ``x`` ``(X, Y, Z)`` permuted to ``order`` (the training patch layout);
+    CPU float32 ``(X, Y, Z)``, grown by ``factors`` (per layout axis) for a post-upsampling network:
+    MONAI's sliding-window inferer places zoomed window outputs itself."""
+    back = [list(order).index(a) for a in range(3)]
     laid = x.permute(*order).contiguous()[None, None]
     clipped = [min(int(r), n) for r, n in zip(roi, laid.shape[2:], strict=True)]
     inferer = _inferer(clipped, batch, overlap, fwd.dev, out_dev, halo)
-    return inferer(laid, _HaloPredictor(fwd, laid, halo))[0, 0].cpu().permute(*back)
+    return inferer(laid, _HaloPredictor(fwd, laid, halo, factors))[0, 0].cpu().permute(*back)
 
 
 def _check_options(roi_size: Sequence[int] | int | None, dims: int, overlap: float, halo: int,
@@ -223,14 +231,20 @@ class NetworkRun:
     Attributes:
         loaded: the model (network and card).
         dims: 2 or 3 (the network's spatial dims).
-        axis: the coarse (upsampled) voxel axis of the target grid.
+        axis: the voxel axis that is last in the network's layout (the coarse, upsampled axis).
         partners: 2D: the partner axis of each plane family run (fused when two); 3D: ().
-        roi: window size in the training patch layout (3D always; 2D only for 2D windows).
+        order: 3D: the voxel axes in the network's layout order (coarse last); 2D: ().
+        roi: window size in the network's input layout (3D always; 2D only for 2D windows).
         batch: windows (3D) or planes (2D) per forward pass.
         overlap: sliding-window overlap fraction. halo: voxels of context per window side.
         device: where the network runs. out_device: where 3D windows are assembled.
         amp: float16 autocast (CUDA only).
         precision: ``float32`` or ``bfloat16`` (CPU autocast, see :mod:`mrisr.infer.precision`).
+        upsampling: ``pre`` (input on the target grid) or ``post`` (input on the acquired grid).
+        in_shape: the network's input grid ``(X, Y, Z)``: the target grid (pre), the acquired grid (post).
+        out_shape: the target grid ``(X, Y, Z)``.
+        factors: post: the network's integer factor per voxel axis (1 elsewhere; pre: all 1).
+        level: a progressive network's level run (``levels=`` of its forward), else None.
     """
 
     loaded: LoadedModel
@@ -245,27 +259,91 @@ class NetworkRun:
     out_device: torch.device
     amp: bool
     precision: str = "float32"
+    upsampling: str = "pre"
+    order: tuple[int, ...] = ()
+    in_shape: tuple[int, int, int] = (0, 0, 0)
+    out_shape: tuple[int, int, int] = (0, 0, 0)
+    factors: tuple[int, int, int] = (1, 1, 1)
+    level: int | None = None
 
     @property
     def unit(self) -> str:
         """What the progress bar counts: ``plane`` (2D whole planes) or ``window``."""
         return "plane" if self.dims == 2 and self.roi is None else "window"
 
-    def items(self, hr_shape: Sequence[int]) -> int:
+    @property
+    def network_shape(self) -> tuple[int, int, int]:
+        """The grid the network's output lands on (``in_shape`` x ``factors``); post-upsampling
+        networks' results are resampled from it onto ``out_shape`` (one cubic step per axis)."""
+        return tuple(n * f for n, f in zip(self.in_shape, self.factors, strict=True))  # type: ignore[return-value]
+
+    @property
+    def resampled_axes(self) -> list[int]:
+        """Voxel axes on which the network's grid differs from the target grid (post only)."""
+        return [a for a in range(3) if self.network_shape[a] != self.out_shape[a]]
+
+    def items(self) -> int:
         """Planes or windows per channel (0 when MONAI's window rule cannot be read)."""
-        return _progress_total(self.dims, hr_shape, self.axis, self.partners, self.roi, self.overlap)
+        return _progress_total(self.dims, self.in_shape, self.axis, self.partners, self.order, self.roi,
+                               self.overlap)
 
 
-def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_size: Sequence[int] | int | None = None,
-             sw_batch_size: int | None = None, overlap: float = 0.25, fuse_orthogonal: bool = True, halo: int = 0,
-             amp: bool = True, precision: str = "float32") -> NetworkRun:
+def input_window(net: nn.Module, patch_size: Sequence[int]) -> tuple[int, ...]:
+    """The sliding window, in the network's input voxels, that covers a training patch of
+    ``patch_size`` (target voxels, patch layout): the patch itself for pre-upsampling networks, the
+    patch over the finest factors for post-upsampling ones."""
+    scales = level_scales(net)
+    factors = scales[-1] if scales else (1,) * len(patch_size)
+    return tuple(max(1, int(p) // int(f)) for p, f in zip(patch_size, factors, strict=True))
+
+
+#: Relative tolerance below which an axis counts as not upsampled (FOV-preserving grids round).
+_GROWTH_TOLERANCE = 1e-6
+
+
+def _post_layout(net: nn.Module, dims: int, lr_shape: Sequence[int], hr_shape: Sequence[int],
+                 axis: int) -> tuple[tuple[int, ...], list[int], int | None]:
+    """A post-upsampling network's level, its grown voxel axes and that level's layout factors.
+
+    The network grows the last ``k`` axes of its layout; they are put on the ``k`` voxel axes that
+    grow most (``axis`` first; ties in voxel order). A progressive network runs the level whose
+    factor is nearest the needed one (in log scale; ties: the larger).
+    """
+    levels = level_scales(net)
+    ratio = [hr / lr if lr else 1.0 for hr, lr in zip(hr_shape, lr_shape, strict=True)]
+    k = sum(f > 1 for f in levels[-1])
+    if any(f > 1 for f in levels[-1][: dims - k]):
+        raise InputError(f"the network grows layout axes {list(levels[-1])}; mrisr lays the grown axes last",
+                         "model", "give the network a scale of the form [1, ..., r] (coarse axis last)")
+    growing = sorted((a for a in range(3) if ratio[a] > 1 + _GROWTH_TOLERANCE), key=lambda a: (-ratio[a], a))
+    ranked = [axis] + [a for a in growing if a != axis] + [a for a in range(3) if a != axis and a not in growing]
+    if k > max(1, len(growing)):
+        raise InputError(f"the model upsamples {k} axes at once; this target grid grows "
+                         f"{len(growing)} ({', '.join('XYZ'[a] for a in growing) or 'none'})", "model",
+                         f"give a spacing or scale that grows {k} axes, or use a model that upsamples one")
+    grown = sorted(ranked[:k])
+    needed = max(ratio[a] for a in grown)
+    chosen = 0
+    if len(levels) > 1:
+        scores = [abs(np.log(max(level)) - np.log(max(needed, 1e-9))) for level in levels]
+        best = min(scores)
+        chosen = max(i for i, v in enumerate(scores) if v <= best + 1e-9)
+    return levels[chosen], grown, (chosen + 1 if len(levels) > 1 else None)
+
+
+def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, lr_shape: Sequence[int] | None = None,
+             roi_size: Sequence[int] | int | None = None, sw_batch_size: int | None = None, overlap: float = 0.25,
+             fuse_orthogonal: bool = True, halo: int = 0, amp: bool = True, precision: str = "float32") -> NetworkRun:
     """How ``loaded`` runs over a target grid of ``hr_shape`` whose coarse axis is ``axis``.
 
     Args:
         loaded: the model, on its device (:func:`mrisr.models.loaded.load_model`).
         hr_shape: the target grid's ``(X, Y, Z)``. axis: its coarse voxel axis.
-        roi_size: window size in the training patch layout (coarse axis last); 3D default: the
-            card's training patch size, else :data:`DEFAULT_ROI_3D`; 2D default: whole planes.
+        lr_shape: the acquired grid's ``(X, Y, Z)`` (same field of view): the input of a
+            post-upsampling network (required for those; pre-upsampling ones ignore it).
+        roi_size: window size in the network's input layout (coarse axis last; post-upsampling
+            networks: acquired-grid voxels); 3D default: the card's training patch size (over the
+            network's factors for post-upsampling), else :data:`DEFAULT_ROI_3D`; 2D: whole planes.
         sw_batch_size: windows or planes per forward pass; default from free memory.
         overlap, fuse_orthogonal, halo, amp: see :func:`mrisr.infer.upscale`.
         precision: ``auto``, ``float32`` or ``bfloat16`` (:func:`mrisr.infer.precision.resolve_precision`);
@@ -273,7 +351,8 @@ def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_siz
 
     Raises:
         InputError: a model that is not 2D/3D or takes more than one channel, bad options (a
-            precision among them), a 2D model on a grid with one axis only.
+            precision among them), a 2D model on a grid with one axis only, a post-upsampling model
+            that grows more axes than the target grid does.
     """
     net, config = loaded.net, loaded.config
     dims = _spatial_dims(net, config)
@@ -282,60 +361,106 @@ def plan_run(loaded: LoadedModel, hr_shape: Sequence[int], axis: int, *, roi_siz
         raise InputError(f"model takes {in_channels} input channels; upscale feeds it one image at a time",
                          "model", "use a single-channel model")
     roi = _check_options(roi_size, dims, overlap, halo, sw_batch_size)
-    partners = [a for a in range(3) if a != axis and hr_shape[a] > 1] if dims == 2 else []
-    if dims == 2 and not partners:
-        raise InputError(f"a 2D model needs planes; the grid of shape {list(hr_shape)} has one axis only",
-                         "volume", "give an image with at least two axes of more than one voxel")
-    if dims == 2 and not fuse_orthogonal:
-        partners = partners[:1]
+    kind = upsampling(net)
+    out_shape = tuple(int(n) for n in hr_shape)
+    if kind == "post" and lr_shape is None:
+        raise ValueError("plan_run: a post-upsampling network needs lr_shape (its input grid)")
+    in_shape = tuple(int(n) for n in (lr_shape if kind == "post" else hr_shape))  # type: ignore[union-attr]
+    layout_factors: tuple[int, ...] = (1,) * dims
+    level = None
+    grown = [int(axis)]
+    if kind == "post":
+        layout_factors, grown, level = _post_layout(net, dims, in_shape, out_shape, int(axis))
+    factors = [1, 1, 1]
+    order: tuple[int, ...] = ()
+    if dims == 2:
+        if kind == "post" and len(grown) == 2:  # in-plane: the one plane of both grown axes
+            axis, partners = grown[1], [grown[0]]
+        else:
+            axis = grown[0] if kind == "post" else axis
+            partners = [a for a in range(3) if a != axis and out_shape[a] > 1]
+        if not partners:
+            raise InputError(f"a 2D model needs planes; the grid of shape {list(out_shape)} has one axis only",
+                             "volume", "give an image with at least two axes of more than one voxel")
+        if not fuse_orthogonal:
+            partners = partners[:1]
+        for p_ in partners:
+            factors[p_] = layout_factors[0]
+        factors[axis] = layout_factors[1]
+    else:
+        order = tuple([a for a in range(3) if a not in grown] + grown)
+        for a, f in zip(order, layout_factors, strict=True):
+            factors[a] = f
+        axis = order[-1]
+        partners = []
     dev = torch.device(loaded.device)
     width = int(config.get("features", 64)) if isinstance(config.get("features", 64), int) else 64
     use_amp = bool(amp) and dev.type == "cuda"
-    voxels = int(np.prod(hr_shape))
+    voxels = int(np.prod(out_shape))
     out_dev = torch.device("cpu")
     if dims == 3:
-        roi = roi or loaded.patch_size(3) or DEFAULT_ROI_3D
+        if roi is None:
+            roi = input_window(net, loaded.patch_size(3) or DEFAULT_ROI_3D)
         if dev.type == "cuda" and 3 * voxels * 4 < _free_cuda_bytes(dev):
             out_dev = dev
         reserved = 2 * voxels * 4 if out_dev.type == "cuda" else 0
-        window = int(np.prod([r + 2 * halo for r in roi]))
+        window = int(np.prod([(r + 2 * halo) * f for r, f in zip(roi, layout_factors, strict=True)]))
         batch = sw_batch_size or _auto_batch(window, width, dev, use_amp, 16, reserved)
     else:
-        plane = max(hr_shape[axis] * hr_shape[p] for p in partners) if roi is None else int(np.prod(roi))
+        grow = int(np.prod(layout_factors))
+        plane = (max(in_shape[axis] * in_shape[p_] for p_ in partners) if roi is None else int(np.prod(roi))) * grow
         batch = sw_batch_size or _auto_batch(plane, width, dev, use_amp, 64, cpu_budget=CPU_PLANE_BATCH_BYTES)
     chosen = resolve_precision(precision, dev)
     if chosen == "bfloat16":
         net.to(memory_format=channels_last(dims + 2))
     return NetworkRun(loaded, dims, int(axis), tuple(partners), roi, int(batch), float(overlap), int(halo), dev,
-                      out_dev, use_amp, chosen)
+                      out_dev, use_amp, chosen, kind, order, in_shape, out_shape,  # type: ignore[arg-type]
+                      tuple(factors), level)  # type: ignore[arg-type]
 
 
 def run_network(run: NetworkRun, x: torch.Tensor, bar: Any = None) -> torch.Tensor:
-    """The network's output for one normalised, pre-upsampled image ``x`` ``(X, Y, Z)``: CPU
-    float32 ``(X, Y, Z)``; 2D plane families averaged. ``bar`` (tqdm) counts planes or windows."""
-    fwd = _Forward(run.loaded.net, run.device, run.amp, bar, bf16=run.precision == "bfloat16")
+    """The network's output for one normalised image ``x`` on its input grid ``run.in_shape`` (pre:
+    pre-upsampled onto the target grid; post: the acquired grid): CPU float32 on the target grid
+    ``run.out_shape``; 2D plane families averaged. A post-upsampling network's result lands on
+    ``run.network_shape`` and is put on the target grid by one cubic resampling per differing axis
+    (:func:`mrisr.preprocess.resample_to_shape`: non-integer factors such as a field-of-view-preserving
+    4.022, or a factor the network was not trained for). ``bar`` (tqdm) counts planes or windows."""
+    if tuple(x.shape) != run.in_shape:
+        raise ValueError(f"run_network: input of shape {tuple(x.shape)}, planned for {run.in_shape}")
+    call = {"levels": run.level} if run.level is not None else None
+    fwd = _Forward(run.loaded.net, run.device, run.amp, bar, bf16=run.precision == "bfloat16", call=call)
     if run.dims == 3:
         assert run.roi is not None
-        return _run_volume(fwd, x, run.axis, roi=run.roi, batch=run.batch, overlap=run.overlap, halo=run.halo,
-                           out_dev=run.out_device)
-    y = None
-    for p in run.partners:
-        one = _run_planes(fwd, x, run.axis, p, batch=run.batch, roi=run.roi, overlap=run.overlap, halo=run.halo)
-        y = one if y is None else y + one
-    assert y is not None
-    return y / len(run.partners)
+        layout = [run.factors[a] for a in run.order]
+        y = _run_volume(fwd, x, run.order, roi=run.roi, batch=run.batch, overlap=run.overlap, halo=run.halo,
+                        out_dev=run.out_device, factors=layout)
+    else:
+        y = None
+        for p in run.partners:  # summed in place: one family's output at a time beside the sum
+            one = _run_planes(fwd, x, run.axis, p, batch=run.batch, roi=run.roi, overlap=run.overlap, halo=run.halo,
+                              factors=(run.factors[p], run.factors[run.axis]))
+            y = one if y is None else y.add_(one)
+            del one
+        assert y is not None
+        y = y.div_(len(run.partners))
+    return resample_to_shape(y, run.out_shape) if run.upsampling == "post" else y
 
 
 @torch.no_grad()
 def predict_normalised(loaded: LoadedModel, image: torch.Tensor, axis: int, *,
-                       roi_size: Sequence[int] | int | None = None, precision: str = "float32") -> torch.Tensor:
-    """``upscale``'s network step on a normalised, pre-upsampled ``(C, X, Y, Z)`` image (a training
-    pair's input): each channel run as :func:`run_network`, and clipped at 0 when ``image`` has no
-    negative value, exactly as ``upscale`` does before it multiplies the scale back. CPU float32.
+                       target_shape: Sequence[int] | None = None, roi_size: Sequence[int] | int | None = None,
+                       precision: str = "float32") -> torch.Tensor:
+    """``upscale``'s network step on a normalised ``(C, X, Y, Z)`` image (a training pair's input:
+    pre-upsampled for pre-upsampling networks, on the acquired grid for post-upsampling ones, which
+    need ``target_shape``): each channel run as :func:`run_network`, and clipped at 0 when ``image``
+    has no negative value, exactly as ``upscale`` does before it multiplies the scale back. CPU
+    float32 on the target grid.
 
     Training validation and model shipping score this, so a card's validation PSNR is what users get.
     """
     image = image.detach().to("cpu", torch.float32)
-    run = plan_run(loaded, image.shape[1:], axis, roi_size=roi_size, precision=precision)
+    spatial = tuple(image.shape[1:])
+    hr_shape = tuple(target_shape) if target_shape is not None else spatial
+    run = plan_run(loaded, hr_shape, axis, lr_shape=spatial, roi_size=roi_size, precision=precision)
     out = torch.stack([run_network(run, image[c]) for c in range(image.shape[0])])
     return clip_like_magnitude(out, image)[0]

@@ -161,20 +161,23 @@ def _score(model: nn.Module, pairs: list[dict[str, Any]], protocol: Any,
            device: torch.device) -> list[dict[str, float]]:
     """Foreground PSNR (dB) and SSIM of the model and of its input (the tricubic baseline) per pair."""
     from ..evaluate.metrics import bbox_ssim, masked_psnr
-    from ..infer.runner import predict_normalised
-    from ..preprocess import foreground_mask
+    from ..infer.runner import input_window, predict_normalised
+    from ..preprocess import foreground_mask, resample_to_shape
     from .loaded import LoadedModel
 
     loaded = LoadedModel(model.to(device).eval(), {}, "the model being shipped", str(device))
-    roi = protocol.train.patch_size if protocol.network.spatial_dims == 3 else None
+    roi = input_window(model, protocol.train.patch_size) if protocol.network.spatial_dims == 3 else None
     scores = []
     for pair in pairs:
-        prediction = predict_normalised(loaded, pair["input"], int(pair["slice_axis"]), roi_size=roi)
+        shape = tuple(pair["target"].shape[1:])
+        prediction = predict_normalised(loaded, pair["input"], int(pair["slice_axis"]), target_shape=shape,
+                                        roi_size=roi)
+        baseline = resample_to_shape(pair["input"], shape)  # the input itself when pre-upsampled
         mask = foreground_mask(pair["target"])
         scores.append({"psnr_db": masked_psnr(prediction, pair["target"], mask),
                        "ssim": bbox_ssim(prediction, pair["target"], mask),
-                       "baseline_psnr_db": masked_psnr(pair["input"], pair["target"], mask),
-                       "baseline_ssim": bbox_ssim(pair["input"], pair["target"], mask)})
+                       "baseline_psnr_db": masked_psnr(baseline, pair["target"], mask),
+                       "baseline_ssim": bbox_ssim(baseline, pair["target"], mask)})
     return scores
 
 

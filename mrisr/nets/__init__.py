@@ -13,12 +13,16 @@ from torch import nn
 
 from ..errors import InputError
 from ..protocol import NetworkBlock
+from .espcn import ESPCN
+from .lapsrn import LapSRN
+from .srcnn import SRCNN
 from .vdsr import VDSR
 
-__all__ = ["NETWORKS", "VDSR", "build_network", "network_from_block", "network_name", "unwrap"]
+__all__ = ["ESPCN", "NETWORKS", "SRCNN", "VDSR", "LapSRN", "build_network", "level_scales", "network_from_block",
+           "network_name", "unwrap", "upsampling"]
 
 #: Network name -> class. Each class takes ``spatial_dims`` and keeps its arguments in ``.config``.
-NETWORKS: dict[str, type[nn.Module]] = {"vdsr": VDSR}
+NETWORKS: dict[str, type[nn.Module]] = {"vdsr": VDSR, "srcnn": SRCNN, "espcn": ESPCN, "lapsrn": LapSRN}
 
 
 def build_network(name: str, **kwargs: object) -> nn.Module:
@@ -40,8 +44,36 @@ def build_network(name: str, **kwargs: object) -> nn.Module:
 
 
 def network_from_block(block: NetworkBlock) -> nn.Module:
-    """The network a protocol's ``network`` block describes (one input and one output channel)."""
-    return build_network(block.name, spatial_dims=block.spatial_dims, features=block.features, depth=block.depth)
+    """The network a protocol's ``network`` block describes (one input and one output channel):
+    ``spatial_dims``, the common arguments the block gives (``features``, ``depth``, ``scale``) and
+    its ``options``; everything else takes the network's defaults."""
+    kwargs: dict[str, object] = {"spatial_dims": block.spatial_dims}
+    for key in ("features", "depth", "scale"):
+        value = getattr(block, key)
+        if value is not None:
+            kwargs[key] = list(value) if isinstance(value, tuple) else value
+    return build_network(block.name, **kwargs, **dict(block.options))
+
+
+def upsampling(model: nn.Module) -> str:
+    """``"pre"`` (input interpolated onto the target grid, output the same size: VDSR, SRCNN) or
+    ``"post"`` (input on the acquired grid, output ``scale`` times larger: ESPCN, LapSRN,
+    SRResNet, RFDN): the class attribute ``upsampling``, ``"pre"`` when a class has none."""
+    kind = getattr(type(unwrap(model)), "upsampling", "pre")
+    if kind not in ("pre", "post"):
+        raise InputError(f"{type(model).__name__}.upsampling is {kind!r}", "model", "set it to 'pre' or 'post'")
+    return kind
+
+
+def level_scales(model: nn.Module) -> list[tuple[int, ...]]:
+    """The integer factors per patch axis (coarse last) a post-upsampling network can output: one
+    entry (its ``scale``), or one per level of a progressive network (``level_scales``, coarse to
+    fine). Empty for pre-upsampling networks."""
+    net = unwrap(model)
+    if upsampling(net) == "pre":
+        return []
+    levels = getattr(net, "level_scales", None)
+    return [tuple(int(f) for f in s) for s in levels] if levels else [tuple(int(f) for f in net.scale)]
 
 
 def network_name(model: nn.Module) -> str:

@@ -44,9 +44,9 @@ from ..io import list_series, load
 from ..io.formats import VOLUME_ENDINGS
 from ..kspace.degrade import acquisition_axes, degrade
 from ..preprocess import foreground_mask as preprocess_foreground
-from ..preprocess import normalize, percentile_99, pre_upsample
+from ..preprocess import normalize, percentile_99, pre_upsample, resample_to_shape
 from ..protocol import Acquisition, AcquisitionParams, Protocol
-from ..volume import Volume, spacing
+from ..volume import Volume, crop, spacing
 
 __all__ = [
     "load_training_volumes",
@@ -169,24 +169,74 @@ def _slice_geometry(volume: Volume, params: AcquisitionParams, slice_axis: int) 
     return float(params.thickness_mm), float(params.slice_spacing_mm)
 
 
-def make_pair(
-    volume: Volume, params: AcquisitionParams, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """One simulated training pair on the HR grid.
+def grown_axes(volume: Volume, params: AcquisitionParams, layout_factors: Sequence[int]) -> list[int]:
+    """The voxel axes a post-upsampling network with ``layout_factors`` (per patch axis, grown axes
+    last) grows for this acquisition, in voxel order: the slice axis for one grown axis, the two
+    in-plane axes (phase encode and readout) for two, all three for three."""
+    k = sum(int(f) > 1 for f in layout_factors)
+    axes = acquisition_axes(np.asarray(volume.affine), params.orientation, params.phase_encode)
+    if k == 1:
+        return [axes.slice]
+    if k == 2:
+        return sorted([axes.phase, axes.read])
+    return [0, 1, 2]
 
-    ``input = pre_upsample(degrade(volume).array) / scale`` and ``target = volume.array / scale``
-    with ``scale`` from :func:`~mrisr.preprocess.normalize` of the (unscaled) input.
+
+def make_pair(
+    volume: Volume, params: AcquisitionParams, generator: torch.Generator,
+    layout_factors: Sequence[int] | None = None, *, training: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One simulated training pair.
+
+    Pre-upsampling networks (``layout_factors`` None): ``input = pre_upsample(degrade(volume).array) /
+    scale`` and ``target = volume.array / scale`` on the HR grid, ``scale`` from
+    :func:`~mrisr.preprocess.normalize` of the (unscaled) input.
+
+    Post-upsampling networks (``layout_factors``: their integer factors per patch axis, grown
+    axes last; see :func:`grown_axes` for which voxel axes those are): the HR volume is first cropped
+    (centred) to a multiple of the factor along each grown axis, so that the acquired grid times the
+    factor is the HR grid itself whenever the slice step is the factor times the HR spacing (a
+    protocol with a fixed ``scale``); ``input = degrade(volume).array / scale`` stays on the
+    acquired grid, ``scale`` from that input, and ``target`` is the HR volume on the acquired grid
+    times the factors (:func:`~mrisr.preprocess.resample_to_shape`, identity in the exact case).
+    With ``training=False`` (validation) nothing is cropped or resampled: the target is the whole HR
+    volume, where ``upscale``'s resampling step puts the network's result, as users get it.
 
     Returns:
-        ``(input, target, info)``: float32 ``(C, X, Y, Z)`` tensors of the HR shape, and
-        ``info`` with ``scale``, ``params``, ``slice_axis``, ``slice_thickness_mm``,
-        ``slice_spacing_mm``, ``lr_shape`` and degrade's ``degradation`` record.
+        ``(input, target, info)``: float32 ``(C, X, Y, Z)`` tensors, and ``info`` with ``scale``,
+        ``params``, ``slice_axis``, ``slice_thickness_mm``, ``slice_spacing_mm``, ``lr_shape``,
+        ``factors`` (per voxel axis; all 1 for pre-upsampling), ``grown_axes`` and degrade's
+        ``degradation`` record.
+
+    Raises:
+        InputError: a post-upsampling pair whose acquisition shrinks an axis the network does not grow.
     """
+    factors = [1, 1, 1]
+    grown: list[int] = []
+    if layout_factors is not None:
+        grown = grown_axes(volume, params, layout_factors)
+        for a, f in zip(grown, [int(f) for f in layout_factors][-len(grown):], strict=True):
+            factors[a] = f
+        keep = [n - n % f if n >= f else n for n, f in zip(volume.shape, factors, strict=True)]
+        if training and list(keep) != list(volume.shape):
+            low = [(n - k) // 2 for n, k in zip(volume.shape, keep, strict=True)]
+            volume = crop(volume, low, [lo + k for lo, k in zip(low, keep, strict=True)])
     lr = degrade(volume, params, generator)
     record = lr.meta["degradation"]
-    upsampled = pre_upsample(_torch(lr.array), lr.affine, volume.affine, volume.shape)
-    model_input, scale = normalize(upsampled.to(torch.float32))
-    target = _torch(volume.array) / scale
+    if layout_factors is None:
+        upsampled = pre_upsample(_torch(lr.array), lr.affine, volume.affine, volume.shape)
+        model_input, scale = normalize(upsampled.to(torch.float32))
+        target = _torch(volume.array) / scale
+    else:
+        shrunk = [a for a in range(3) if lr.shape[a] != volume.shape[a] and a not in grown]
+        if shrunk:
+            raise InputError(
+                f"the acquisition shrinks voxel axes {shrunk} ({list(volume.shape)} -> {list(lr.shape)}), which "
+                f"the post-upsampling network (factors {list(layout_factors)}) does not grow",
+                "protocol", "give in_plane.reconstruction: zerofilled, or a network that grows those axes too")
+        model_input, scale = normalize(_torch(lr.array))
+        network_grid = [n * f for n, f in zip(lr.shape, factors, strict=True)] if training else volume.shape
+        target = resample_to_shape(_torch(volume.array), network_grid) / scale
     slice_axis = int(record["slice_axis"])
     thickness, step = _slice_geometry(volume, params, slice_axis)
     info = {
@@ -196,6 +246,8 @@ def make_pair(
         "slice_thickness_mm": thickness,
         "slice_spacing_mm": step,
         "lr_shape": lr.shape,
+        "factors": factors,
+        "grown_axes": grown or [slice_axis],
         "degradation": record,
     }
     return model_input.contiguous(), target.contiguous(), info
@@ -318,30 +370,58 @@ def _randint(n: int, generator: torch.Generator) -> int:
     return int(torch.randint(n, (), generator=generator))
 
 
-def _pad_to(image: torch.Tensor, minimum: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
-    """Zero-pad ``(C, X, Y, Z)`` symmetrically to at least ``minimum`` per axis; (padded, low pads)."""
+def _pad(image: torch.Tensor, low: Sequence[int], high: Sequence[int]) -> torch.Tensor:
+    """Zero-pad ``(C, X, Y, Z)`` by ``low`` / ``high`` voxels per axis."""
+    if not any(low) and not any(high):
+        return image
+    pads: list[int] = []
+    for lo, hi in zip(reversed(list(low)), reversed(list(high)), strict=True):
+        pads += [int(lo), int(hi)]
+    return torch.nn.functional.pad(image, pads)
+
+
+def _pad_to(image: torch.Tensor, minimum: Sequence[int]) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Zero-pad ``(C, X, Y, Z)`` symmetrically to at least ``minimum`` per axis; (padded, low, high pads)."""
     low = [max(0, m - n) // 2 for n, m in zip(image.shape[1:], minimum, strict=True)]
     high = [max(0, m - n) - lo for n, m, lo in zip(image.shape[1:], minimum, low, strict=True)]
-    if not any(low) and not any(high):
-        return image, low
-    pads: list[int] = []
-    for lo, hi in zip(reversed(low), reversed(high), strict=True):
-        pads += [lo, hi]
-    return torch.nn.functional.pad(image, pads), low
+    return _pad(image, low, high), low, high
 
 
 class _Slot:
-    """One degraded volume in the pool: its pair, foreground voxels and bookkeeping."""
+    """One degraded volume in the pool: its pair, foreground voxels and bookkeeping. ``minimum``:
+    the input's smallest size per voxel axis; the target is padded by the same voxels times the
+    network's factors (post-upsampling), so the two grids stay aligned."""
 
     def __init__(self, index: int, model_input: torch.Tensor, target: torch.Tensor, info: dict,
                  minimum: Sequence[int]) -> None:
         self.index = index
-        self.input, self.pad = _pad_to(model_input, minimum)
-        self.target, _ = _pad_to(target, minimum)
+        self.factors = [int(f) for f in info.get("factors", (1, 1, 1))]
+        self.input, self.pad, high = _pad_to(model_input, minimum)
+        self.target = _pad(target, [lo * f for lo, f in zip(self.pad, self.factors, strict=True)],
+                           [hi * f for hi, f in zip(high, self.factors, strict=True)])
         self.shape = tuple(int(n) for n in self.input.shape[1:])
         self.foreground = foreground_mask(self.input).reshape(-1).nonzero().reshape(-1)
         self.info = info
         self.used = 0
+
+
+def network_factors(protocol: Protocol) -> tuple[int, ...] | None:
+    """The protocol's network's finest integer factors per patch axis (grown axes last) when it is a
+    post-upsampling network, else None (the network is built once to read them)."""
+    from ..nets import level_scales, network_from_block, upsampling
+
+    net = network_from_block(protocol.network)
+    return level_scales(net)[-1] if upsampling(net) == "post" else None
+
+
+def _check_factors(protocol: Protocol, factors: Sequence[int] | None) -> None:
+    if factors is None:
+        return
+    sizes = tuple(protocol.train.patch_size)
+    if len(factors) != len(sizes) or any(p % f for p, f in zip(sizes, factors, strict=True)):
+        raise InputError(f"train.patch_size {list(sizes)} is not a multiple of the network's factors {list(factors)}",
+                         protocol.source or protocol.name,
+                         "give patch sizes (high-resolution voxels) divisible by the network's scale")
 
 
 class PatchPairs(IterableDataset):
@@ -364,13 +444,17 @@ class PatchPairs(IterableDataset):
         length: patches per iteration over all workers of this rank (split between them);
             None: endless.
         epoch, rank: further stream keys (``set_epoch``; the process rank of a distributed run).
+        factors: a post-upsampling network's integer factors per patch axis (grown axes last);
+            default: read from the protocol's network (None for pre-upsampling networks). The
+            patches of a post-upsampling network: ``input`` on the acquired grid (``patch_size``
+            over the factors), ``target`` ``patch_size`` on the HR grid, aligned voxel for voxel.
 
     Yields:
         dicts with ``input`` and ``target`` (float32 ``(1, h, w)`` or ``(1, d, h, w)``, the
         slice axis last), ``scale`` (intensity scale of the pair), ``slice_axis`` (voxel axis
         of the volume), ``slice_thickness_mm``, ``center`` (int64 ``(3,)``: the drawn centre
-        voxel in the volume's indices; the patch holds it, shifted inwards at the borders)
-        and ``volume`` (index into ``volumes``).
+        voxel in the input's indices (the acquired grid for post-upsampling networks); the patch
+        holds it, shifted inwards at the borders) and ``volume`` (index into ``volumes``).
 
     Raises:
         InputError: patch size and network dimensions disagree, no volume, bad arguments,
@@ -390,6 +474,7 @@ class PatchPairs(IterableDataset):
         length: int | None = None,
         epoch: int = 0,
         rank: int = 0,
+        factors: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         check_patch_dims(protocol)
@@ -405,6 +490,8 @@ class PatchPairs(IterableDataset):
         if not 0.0 <= float(strip_probability) <= 1.0:
             raise InputError(f"strip_probability {strip_probability!r} is outside [0, 1]", "strip_probability",
                              "give a probability")
+        self.layout_factors = tuple(factors) if factors is not None else network_factors(protocol)
+        _check_factors(protocol, self.layout_factors)
         self.volumes = _as_volumes(data)
         _check_volumes(self.volumes, protocol.acquisition, nominal=False)
         self.protocol = protocol
@@ -429,10 +516,16 @@ class PatchPairs(IterableDataset):
             raise TypeError("an endless PatchPairs stream has no length (give length=...)")
         return self.length
 
-    def _minimum(self, slice_axis: int) -> list[int]:
-        """Per voxel axis, the size a pair must have for any patch layout."""
-        in_plane = max(self.patch_size[:-1])
-        return [self.patch_size[-1] if a == slice_axis else in_plane for a in range(3)]
+    def _minimum(self, info: dict) -> list[int]:
+        """Per voxel axis, the input size a pair must have for any patch layout: the grown axes (the
+        slice axis for pre-upsampling) take the last patch sizes (over the factors), the others the
+        largest of the rest (1 when none is left: the plane index of a 2D in-plane network)."""
+        grown = list(info["grown_axes"])
+        factors = info["factors"]
+        lead = self.patch_size[: len(self.patch_size) - len(grown)]
+        other = max(lead) if lead else 1
+        sizes = dict(zip(grown, self.patch_size[len(lead):], strict=True))
+        return [sizes[a] // factors[a] if a in sizes else other for a in range(3)]
 
     def _new_slot(self, generator: torch.Generator, order: list[int]) -> _Slot:
         if not order:
@@ -443,8 +536,8 @@ class PatchPairs(IterableDataset):
         if self.strip_probability > 0 and float(torch.rand((), generator=generator)) < self.strip_probability:
             volume = strip_background(volume, generator)
         params = self.acquisition.sample(generator)
-        model_input, target, info = make_pair(volume, params, generator)
-        return _Slot(index, model_input, target, info, self._minimum(info["slice_axis"]))
+        model_input, target, info = make_pair(volume, params, generator, self.layout_factors)
+        return _Slot(index, model_input, target, info, self._minimum(info))
 
     def _center(self, slot: _Slot, generator: torch.Generator) -> list[int]:
         draw = float(torch.rand((), generator=generator, dtype=torch.float64))
@@ -455,23 +548,28 @@ class PatchPairs(IterableDataset):
 
     def _patch(self, slot: _Slot, generator: torch.Generator) -> dict[str, Any]:
         s = slot.info["slice_axis"]
-        center = self._center(slot, generator)
-        in_plane = [a for a in range(3) if a != s]
+        grown = list(slot.info["grown_axes"])  # pre-upsampling: [slice axis]
+        f = slot.factors
+        center = self._center(slot, generator)  # on the input's grid
+        others = [a for a in range(3) if a not in grown]
         if _randint(2, generator):
-            in_plane.reverse()
-        axes = in_plane[: self.spatial_dims - 1] + [s]  # patch axes, slice last
+            others.reverse()
+        axes = others[: self.spatial_dims - len(grown)] + grown  # patch axes, grown (slice) last
         channel = _randint(slot.input.shape[0], generator)
         index: list[Any] = [channel, None, None, None]
+        target_index: list[Any] = [channel, None, None, None]
         for a in range(3):
-            if a not in axes:  # 2D: the plane through the centre
-                index[a + 1] = center[a]
+            if a not in axes:  # 2D: the plane through the centre (an axis the network does not grow)
+                index[a + 1] = target_index[a + 1] = center[a]
         for a, size in zip(axes, self.patch_size, strict=True):
-            start = min(max(center[a] - size // 2, 0), slot.shape[a] - size)
-            index[a + 1] = slice(start, start + size)
+            small = size // f[a]
+            start = min(max(center[a] - small // 2, 0), slot.shape[a] - small)
+            index[a + 1] = slice(start, start + small)
+            target_index[a + 1] = slice(start * f[a], (start + small) * f[a])
         kept = [a for a in range(3) if a in axes]  # axes left after indexing, in voxel order
         order = [kept.index(a) for a in axes]
-        sample = {key: image[tuple(index)].permute(*order).unsqueeze(0).clone(memory_format=torch.contiguous_format)
-                  for key, image in (("input", slot.input), ("target", slot.target))}
+        sample = {key: image[tuple(ix)].permute(*order).unsqueeze(0).clone(memory_format=torch.contiguous_format)
+                  for key, image, ix in (("input", slot.input, index), ("target", slot.target, target_index))}
         sample.update(
             scale=slot.info["scale"],
             slice_axis=s,
@@ -519,16 +617,19 @@ def validation_pairs(
     (reproducible, independent of the training streams).
 
     Returns:
-        dicts with ``input`` and ``target`` (float32 ``(C, X, Y, Z)`` on the HR grid,
-        normalised by the input's scale), ``scale``, ``name``, ``slice_axis`` and ``params``.
+        dicts with ``input`` and ``target`` (float32 ``(C, X, Y, Z)`` normalised by the input's
+        scale; both on the HR grid for pre-upsampling networks, the input on the acquired grid for
+        post-upsampling ones: see :func:`make_pair`), ``scale``, ``name``, ``slice_axis`` and ``params``.
     """
     check_patch_dims(protocol)
+    factors = network_factors(protocol)
     volumes = _as_volumes(data)
     _check_volumes(volumes, protocol.acquisition, nominal=True)
     params = protocol.acquisition.nominal()
     pairs = []
     for i, volume in enumerate(volumes):
-        model_input, target, info = make_pair(volume, params, stream_generator(seed, 2**32 - 1, i))
+        model_input, target, info = make_pair(volume, params, stream_generator(seed, 2**32 - 1, i), factors,
+                                              training=False)
         pairs.append({
             "input": model_input,
             "target": target,

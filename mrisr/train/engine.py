@@ -1,4 +1,8 @@
-"""``train``: VDSR training through MONAI's SupervisedTrainer and SupervisedEvaluator, with handlers.
+"""``train``: training through MONAI's SupervisedTrainer and SupervisedEvaluator, with handlers.
+
+Every registered network trains here: the protocol's ``train.loss`` (MSE by default, L1, Charbonnier)
+on pairs laid out for its upsampling kind (:mod:`mrisr.train.data`), summed over the levels of a
+progressive network (LapSRN: deep supervision), with the protocol's gradient clipping.
 
 A run directory holds everything about a run: ``protocol.json`` (the resolved protocol),
 ``metrics.csv``, TensorBoard events under ``tb/``, the best model (``best/model.safetensors``
@@ -36,13 +40,14 @@ from ..export.sidecar import json_ready, sha256_file
 from ..infer.precision import channels_last, resolve_precision
 from ..io.atomic import check_writable
 from ..models.card import save_checkpoint
-from ..nets import network_from_block, network_name
+from ..nets import level_scales, network_from_block, network_name
 from ..preprocess import foreground_mask
 from ..protocol import Protocol, load_protocol
 from .data import PatchPairs, load_training_volumes, validation_pairs
 from .handlers import GradientClipping
+from .losses import multilevel_loss, pixel_loss
 from .optim import build_optimizer, build_scheduler
-from .precision import Bf16Inferer
+from .precision import Bf16Inferer, LevelsInferer
 from .validation import VolumeInferer
 
 __all__ = ["train"]
@@ -212,10 +217,23 @@ def train(
                            foreground_bias=t.foreground_bias, strip_probability=t.strip_probability)
         return DataLoader(pairs, batch_size=t.batch_size, num_workers=num_workers)
 
+    pixel = pixel_loss(t.loss)
+    scales = level_scales(model)
+    if len(scales) > 1:  # progressive: supervised at every level
+        if world > 1:
+            raise InputError("a progressive network (several output levels) trains in one process", "torchrun",
+                             "run it without torchrun")
+
+        def loss_function(outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+            return multilevel_loss(outputs, target, scales, pixel)
+
+        inferer: Any = LevelsInferer(bf16=chosen == "bfloat16")
+    else:
+        loss_function, inferer = pixel, Bf16Inferer() if chosen == "bfloat16" else None
     trainer = SupervisedTrainer(
         device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=network, optimizer=optimizer,
-        loss_function=torch.nn.MSELoss(), epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
-        inferer=Bf16Inferer() if chosen == "bfloat16" else None,
+        loss_function=loss_function, epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
+        inferer=inferer,
     )
     GradientClipping(t.clip_mode, t.clip_theta).attach(trainer)
 
@@ -319,7 +337,8 @@ def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, devic
 
     def prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
         # whole volumes stay on the CPU: the inferer moves planes or windows to the device itself
-        return batch["input"][None], batch["target"][None], (), {"slice_axis": int(batch["slice_axis"])}
+        return batch["input"][None], batch["target"][None], (), {"slice_axis": int(batch["slice_axis"]),
+                                                                 "target_shape": tuple(batch["target"].shape[1:])}
 
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=pairs, network=model, prepare_batch=prepare, decollate=False,

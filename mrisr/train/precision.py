@@ -17,7 +17,7 @@ from monai.inferers import Inferer
 
 from ..infer.precision import channels_last
 
-__all__ = ["Bf16Inferer"]
+__all__ = ["Bf16Inferer", "LevelsInferer"]
 
 
 class Bf16Inferer(Inferer):
@@ -31,3 +31,20 @@ class Bf16Inferer(Inferer):
         inputs = inputs.contiguous(memory_format=channels_last(inputs.ndim))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return network(inputs, *args, **kwargs).float()
+
+
+class LevelsInferer(Inferer):
+    """MONAI inferer for progressive networks (LapSRN): every level's output, coarse to fine
+    (``forward_levels``), for deep supervision (:func:`mrisr.train.losses.multilevel_loss`); under
+    CPU bfloat16 autocast with channels-last inputs when ``bf16`` (outputs returned as float32).
+    The network must not be wrapped (DistributedDataParallel would be bypassed)."""
+
+    def __init__(self, bf16: bool = False) -> None:
+        super().__init__()
+        self.bf16 = bf16
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        if self.bf16:
+            inputs = inputs.contiguous(memory_format=channels_last(inputs.ndim))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return [y.float() for y in network.forward_levels(inputs)]

@@ -56,10 +56,12 @@ def test_a_loaded_model_carries_its_card_into_upscale(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dims", [2, 3])
-def test_a_cards_validation_psnr_is_what_upscale_gives(dims, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(("dims", "name"), [(2, "vdsr"), (3, "vdsr"), (2, "espcn"), (3, "espcn"), (2, "lapsrn")])
+def test_a_cards_validation_psnr_is_what_upscale_gives(dims, name, tmp_path, capsys) -> None:
     """Train briefly with a validation volume; then simulate that volume's nominal acquisition,
-    upscale it with the run and evaluate: the PSNR equals the card's validation PSNR (0.01 dB)."""
+    upscale it with the run and evaluate: the PSNR equals the card's validation PSNR (0.01 dB).
+    Post-upsampling networks too: 30 slices at 4 mm are 8 slices (30 is no multiple of 4), so the
+    network's 32-slice grid is resampled onto the 30-slice target in validation as in ``upscale``."""
     import json
 
     import yaml
@@ -68,14 +70,18 @@ def test_a_cards_validation_psnr_is_what_upscale_gives(dims, tmp_path, capsys) -
 
     protocols = __import__("pathlib").Path(__file__).resolve().parents[2] / "protocols"
     spec = yaml.safe_load((protocols / "thick-slice-x4.yaml").read_text())
-    spec["network"] = {"name": "vdsr", "spatial_dims": dims, "features": 8, "depth": 4}
+    spec["network"] = {"vdsr": {"features": 8, "depth": 4}, "espcn": {"scale": 4, "features": [8, 8]},
+                       "rfdn": {"scale": 4, "features": 8, "options": {"blocks": 1, "esa_channels": 4}},
+                       "lapsrn": {"scale": 4, "features": 8, "depth": 2}}[name]
+    spec["network"].update(name=name, spatial_dims=dims)
+    spec["acquisition"]["slice"]["scale"] = 4.0  # a fixed integer factor, as post-upsampling protocols use
     patch = [32, 32] if dims == 2 else [24, 24, 24]
     spec["train"] = {"patch_size": patch, "batch_size": 4, "epochs": 1, "steps_per_epoch": 3,
                      "learning_rate": 0.01, "pairs_per_volume": 4}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     train_hr = save(phantom(0, seed=0, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32"),
                     tmp_path / "train.nii.gz")
-    val_hr = save(phantom(1, seed=1, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32"),
+    val_hr = save(phantom(1, seed=1, shape=(30, 30, 30), spacing=(1.0, 1.0, 1.0), dtype="float32"),
                   tmp_path / "val.nii.gz")
     run = mrisr.train(tmp_path / "p.yaml", [train_hr], tmp_path / "run", val=[val_hr], device="cpu", progress=False)
     card = json.loads((run / "best" / "model.json").read_text())

@@ -150,7 +150,7 @@ def test_input_that_does_not_match_the_network(spatial_dims: int, shape: tuple) 
 
 
 def test_registry_and_build_network() -> None:
-    assert NETWORKS == {"vdsr": VDSR}
+    assert NETWORKS["vdsr"] is VDSR
     net = build_network("vdsr", spatial_dims=3, features=4, depth=3)
     assert isinstance(net, VDSR) and net.config["spatial_dims"] == 3
     assert network_name(net) == "vdsr"
@@ -172,7 +172,11 @@ def test_network_from_block() -> None:
     assert isinstance(net, VDSR)
     assert net.config == {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "features": 4, "depth": 3}
     with pytest.raises(InputError, match="known networks"):
-        network_from_block(NetworkBlock(name="srcnn"))
+        network_from_block(NetworkBlock(name="edsr"))
+    with pytest.raises(InputError, match="width"):  # options are the network's own arguments
+        network_from_block(NetworkBlock(name="vdsr", options={"width": 3}))
+    post = network_from_block(NetworkBlock(name="espcn", spatial_dims=2, scale=(2, 2), features=(4, 4)))
+    assert post.config["scale"] == [2, 2] and post.config["features"] == [4, 4]
 
 
 def test_network_name_of_wrapped_and_unregistered_models() -> None:
