@@ -302,8 +302,9 @@ class NetworkBlock:
     """The network a model for this protocol uses (see :mod:`mrisr.nets`).
 
     ``features`` (one width, or one per layer where the network takes a list), ``depth`` and
-    ``scale`` are the common arguments (left out: the network's own defaults); ``options`` holds any other constructor argument of the named network (checked
-    against its signature when the network is built). ``scale`` is the integer factor of a
+    ``scale`` are the common arguments (left out: the network's own defaults); ``options`` holds
+    any other constructor argument of the named network (checked against its signature when the
+    network is built). ``scale`` is the integer factor of a
     post-upsampling network: one value (the coarse axis) or one per patch axis, coarse last.
     """
 

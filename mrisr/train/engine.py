@@ -142,6 +142,7 @@ def train(
     epochs: int | None = None,
     max_steps: int | None = None,
     max_seconds: float | None = None,
+    max_cpu_seconds: float | None = None,
     device: str = "auto",
     resume: bool = False,
     seed: int = 0,
@@ -161,6 +162,8 @@ def train(
             foreground); the best checkpoint is the best validation PSNR (else the last epoch).
         epochs: overrides ``train.epochs``. max_steps: stop after this many iterations.
         max_seconds: stop after this much wall time (a time budget, e.g. to compare methods).
+        max_cpu_seconds: stop after this much CPU time of this process (all its threads; DataLoader
+            workers not counted): a budget that other work on the machine does not shrink.
         device: ``auto``, ``cpu`` or ``cuda[:N]``; AMP and channels-last are used on CUDA.
         seed: model initialisation and data streams.
         num_workers: DataLoader workers preparing pairs on the CPU.
@@ -174,6 +177,7 @@ def train(
             the choice under ``hardware.precision``. CUDA uses float16 AMP instead.
     """
     start_time = time.perf_counter()
+    start_cpu = time.process_time()
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     rank, world, owns_group = _distributed()
     lead = rank == 0  # only rank 0 writes the run directory
@@ -256,6 +260,8 @@ def train(
             engine.terminate()
         if max_seconds is not None and time.perf_counter() - start_time >= max_seconds:
             engine.terminate()
+        if max_cpu_seconds is not None and time.process_time() - start_cpu >= max_cpu_seconds:
+            engine.terminate()
 
     losses: list[float] = []
 
@@ -288,7 +294,7 @@ def train(
         if improved:
             counters["best_psnr"] = row.get("val_psnr", counters["best_psnr"])
             counters["best_epoch"] = epoch
-            card = _card(proto, data, volumes, row, start_time, command, dev, chosen)
+            card = _card(proto, data, volumes, row, start_time, command, dev, chosen, start_cpu)
             if parent is not None:
                 card["initialised_from"] = parent
             save_checkpoint(model, run.best, card, name="model", force=True)
@@ -403,7 +409,7 @@ def _initialise(model: torch.nn.Module, init: str | Path, resume: bool) -> dict:
 
 
 def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: dict, start: float,
-          command: Sequence[str] | None, device: torch.device, precision: str) -> dict:
+          command: Sequence[str] | None, device: torch.device, precision: str, start_cpu: float = 0.0) -> dict:
     files = [Path(p) for p in data]
     return {
         # the whole protocol, as shipped cards hold it: inference reads the training patch size from it
@@ -415,5 +421,6 @@ def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: d
                      else None, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                      "precision": "float16 amp" if device.type == "cuda" else precision},
         "wall_time_s": round(time.perf_counter() - start, 1),
+        "cpu_time_s": round(time.process_time() - start_cpu, 1),  # this process, all threads (this session)
         "command": list(command) if command is not None else sys.argv,
     }

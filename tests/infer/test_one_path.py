@@ -71,7 +71,6 @@ def test_a_cards_validation_psnr_is_what_upscale_gives(dims, name, tmp_path, cap
     protocols = __import__("pathlib").Path(__file__).resolve().parents[2] / "protocols"
     spec = yaml.safe_load((protocols / "thick-slice-x4.yaml").read_text())
     spec["network"] = {"vdsr": {"features": 8, "depth": 4}, "espcn": {"scale": 4, "features": [8, 8]},
-                       "rfdn": {"scale": 4, "features": 8, "options": {"blocks": 1, "esa_channels": 4}},
                        "lapsrn": {"scale": 4, "features": 8, "depth": 2}}[name]
     spec["network"].update(name=name, spatial_dims=dims)
     spec["acquisition"]["slice"]["scale"] = 4.0  # a fixed integer factor, as post-upsampling protocols use
