@@ -122,6 +122,33 @@ def phantom(
     return Volume(data, phantom_affine(order, seed, spacing), meta)
 
 
+def block_average(hr: Volume, axis: int, factor: int = 4) -> Volume:
+    """An LR volume: blocks of ``factor`` slices along ``axis`` averaged, field of view kept."""
+    from mrisr.volume import fov_affine, spacing
+
+    arr = np.moveaxis(np.asarray(hr.array), axis + 1, -1)
+    arr = arr.reshape(*arr.shape[:-1], arr.shape[-1] // factor, factor).mean(-1)
+    arr = np.moveaxis(arr, -1, axis + 1)
+    s = spacing(hr.affine).copy()
+    s[axis] *= factor
+    affine, shape = fov_affine(hr.affine, hr.shape, s)
+    assert shape == arr.shape[1:]
+    return Volume(arr.astype(np.float32), affine, {**hr.meta, "source_paths": ["/data/in.nii.gz"]})
+
+
+def planes_pass(net, x, axis: int, partner: int):
+    """Independent reference: a 2D network over the planes (partner, axis) of ``x`` (X, Y, Z),
+    batched over the third axis (its output grown by the network's factors, if any)."""
+    import torch
+
+    rest = 3 - axis - partner
+    with torch.no_grad():
+        y = net(x.permute(rest, partner, axis)[:, None])[:, 0]
+    back = [0, 0, 0]
+    back[rest], back[partner], back[axis] = 0, 1, 2
+    return y.permute(*back)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

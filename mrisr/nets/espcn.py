@@ -33,9 +33,8 @@ from monai.networks.layers.factories import Act, Conv
 from torch import nn
 
 from ..errors import InputError
+from .checks import check_input, check_int, int_list
 from .shuffle import AxisSubpixel, as_factors, icnr_, upsample_linear
-from .srcnn import _check_input, _int_list
-from .vdsr import _check_int
 
 __all__ = ["ESPCN"]
 
@@ -99,11 +98,11 @@ class ESPCN(nn.Module):
         super().__init__()
         if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
             raise InputError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}", "spatial_dims", "give 2 or 3")
-        _check_int("in_channels", in_channels, 1)
-        _check_int("out_channels", out_channels, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("out_channels", out_channels, 1)
         factors = as_factors(scale, int(spatial_dims))
-        widths = _int_list("features", features, 1)
-        kernels = _int_list("kernel_sizes", kernel_sizes, 1, odd=True)
+        widths = int_list("features", features, 1)
+        kernels = int_list("kernel_sizes", kernel_sizes, 1, odd=True)
         if len(kernels) != len(widths) + 1:
             raise InputError(
                 f"kernel_sizes has {len(kernels)} entries and features {len(widths)}; each hidden layer has one "
@@ -165,7 +164,7 @@ class ESPCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``shuffle(conv(body(x)))`` (plus ``upsample_linear(x[:, :out_channels], scale)`` when ``skip``)."""
-        _check_input(self, x)
+        check_input(self, x)
         y = self.subpixel(self.body(x))
         if self.skip:
             y = y + upsample_linear(x[:, : self.out_channels], self.scale)

@@ -48,8 +48,8 @@ from monai.networks.layers.factories import Act, Conv
 from torch import nn
 
 from ..errors import InputError
+from .checks import check_input, check_int
 from .shuffle import as_factors
-from .vdsr import _check_int
 
 __all__ = ["LapSRN"]
 
@@ -157,10 +157,10 @@ class LapSRN(nn.Module):
         super().__init__()
         if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
             raise InputError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}", "spatial_dims", "give 2 or 3")
-        _check_int("in_channels", in_channels, 1)
-        _check_int("out_channels", out_channels, 1)
-        _check_int("features", features, 1)
-        _check_int("depth", depth, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("out_channels", out_channels, 1)
+        check_int("features", features, 1)
+        check_int("depth", depth, 1)
         if isinstance(up_kernel, bool) or up_kernel not in (3, 4):
             raise InputError(f"up_kernel must be 3 or 4, got {up_kernel!r}", "up_kernel",
                              "give 3 (the authors' code) or 4")
@@ -224,20 +224,8 @@ class LapSRN(nn.Module):
         for module in self.images:
             module.reset_parameters()
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            layout = "(N, C, H, W)" if self.spatial_dims == 2 else "(N, C, D, H, W)"
-            raise InputError(
-                f"a {self.spatial_dims}D LapSRN with {self.in_channels} input channel(s) takes {layout} "
-                f"with C={self.in_channels}, got shape {tuple(x.shape)}",
-                "input",
-                f"give {self.spatial_dims}D patches, or a network with spatial_dims={x.ndim - 2}"
-                if x.ndim != self.spatial_dims + 2
-                else f"give {self.in_channels} channel(s)",
-            )
-
     def _run(self, x: torch.Tensor, levels: int) -> list[torch.Tensor]:
-        self._check_input(x)
+        check_input(self, x)
         feats = self.head(x)
         image = x[:, : self.out_channels]
         outputs = []

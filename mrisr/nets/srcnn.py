@@ -32,37 +32,9 @@ from monai.networks.layers.factories import Act, Conv
 from torch import nn
 
 from ..errors import InputError
-from .vdsr import _check_int
+from .checks import check_input, check_int, int_list
 
 __all__ = ["SRCNN"]
-
-
-def _int_list(name: str, value: object, minimum: int, odd: bool = False) -> list[int]:
-    """A non-empty sequence of integers >= minimum (odd ones if asked), as a list."""
-    fix = f"give a list of {'odd ' if odd else ''}integers >= {minimum}, e.g. [9, 1, 5]"
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise InputError(f"{name} must be a non-empty list of integers, got {value!r}", name, fix)
-    items = [_check_int(name, v, minimum) for v in value]
-    if odd and any(v % 2 == 0 for v in items):
-        raise InputError(f"{name} must be odd (same padding keeps the size), got {list(value)}", name, fix)
-    return items
-
-
-def _check_input(net: nn.Module, x: torch.Tensor) -> None:
-    """InputError unless ``x`` is ``(N, in_channels, *spatial)`` with the network's dimension
-    (skipped while exporting to ONNX, where the sizes are traced symbols)."""
-    if torch.onnx.is_in_onnx_export():
-        return
-    if x.ndim != net.spatial_dims + 2 or x.shape[1] != net.in_channels:
-        layout = "(N, C, H, W)" if net.spatial_dims == 2 else "(N, C, D, H, W)"
-        raise InputError(
-            f"a {net.spatial_dims}D {type(net).__name__} with {net.in_channels} input channel(s) takes {layout} "
-            f"with C={net.in_channels}, got shape {tuple(x.shape)}",
-            "input",
-            f"give {net.spatial_dims}D patches, or a network with spatial_dims={x.ndim - 2}"
-            if x.ndim != net.spatial_dims + 2
-            else f"give {net.in_channels} channel(s)",
-        )
 
 
 class SRCNN(nn.Module):
@@ -109,10 +81,10 @@ class SRCNN(nn.Module):
         super().__init__()
         if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
             raise InputError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}", "spatial_dims", "give 2 or 3")
-        _check_int("in_channels", in_channels, 1)
-        _check_int("out_channels", out_channels, 1)
-        kernels = _int_list("kernel_sizes", kernel_sizes, 1, odd=True)
-        widths = _int_list("features", features, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("out_channels", out_channels, 1)
+        kernels = int_list("kernel_sizes", kernel_sizes, 1, odd=True)
+        widths = int_list("features", features, 1)
         if len(kernels) != len(widths) + 1:
             raise InputError(
                 f"kernel_sizes has {len(kernels)} entries and features {len(widths)}; each hidden layer has one "
@@ -162,7 +134,7 @@ class SRCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``body(x)`` (plus ``x[:, :out_channels]`` when ``residual``), the same size as ``x``."""
-        _check_input(self, x)
+        check_input(self, x)
         y = self.body(x)
         if self.residual:
             y = x[:, : self.out_channels] + y

@@ -21,16 +21,9 @@ from monai.networks.layers.factories import Act, Conv
 from torch import nn
 
 from ..errors import InputError
+from .checks import check_input, check_int
 
 __all__ = ["VDSR"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be an integer, got {value!r}", name, f"give an integer >= {minimum}")
-    if value < minimum:
-        raise InputError(f"{name} must be >= {minimum}, got {value}", name, f"give an integer >= {minimum}")
-    return value
 
 
 class VDSR(nn.Module):
@@ -64,10 +57,10 @@ class VDSR(nn.Module):
         super().__init__()
         if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
             raise InputError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}", "spatial_dims", "give 2 or 3")
-        _check_int("in_channels", in_channels, 1)
-        _check_int("out_channels", out_channels, 1)
-        _check_int("features", features, 1)
-        _check_int("depth", depth, 2)
+        check_int("in_channels", in_channels, 1)
+        check_int("out_channels", out_channels, 1)
+        check_int("features", features, 1)
+        check_int("depth", depth, 2)
         if out_channels > in_channels:
             raise InputError(
                 f"out_channels ({out_channels}) exceeds in_channels ({in_channels}); VDSR adds its residual "
@@ -111,16 +104,7 @@ class VDSR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x[:, :out_channels] + residual(x)``, the same size as ``x``."""
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            layout = "(N, C, H, W)" if self.spatial_dims == 2 else "(N, C, D, H, W)"
-            raise InputError(
-                f"a {self.spatial_dims}D VDSR with {self.in_channels} input channel(s) takes {layout} "
-                f"with C={self.in_channels}, got shape {tuple(x.shape)}",
-                "input",
-                f"give {self.spatial_dims}D patches, or a network with spatial_dims={x.ndim - 2}"
-                if x.ndim != self.spatial_dims + 2
-                else f"give {self.in_channels} channel(s)",
-            )
+        check_input(self, x)
         residual = self.body(x)
         return x[:, : self.out_channels] + residual
 

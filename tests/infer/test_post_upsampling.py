@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import AXIS_ORDERS, phantom
+from conftest import AXIS_ORDERS, block_average, phantom, planes_pass
 
 from mrisr.errors import InputError
 from mrisr.infer import upscale
 from mrisr.infer.grid import target_grid
 from mrisr.nets.espcn import ESPCN
 from mrisr.preprocess import clip_like_magnitude, normalize, resample_to_shape
-from mrisr.volume import Volume, fov_affine, spacing
+from mrisr.volume import Volume
 
 
 def _espcn(dims: int, scale: object = 4, seed: int = 0) -> ESPCN:
@@ -21,38 +21,16 @@ def _espcn(dims: int, scale: object = 4, seed: int = 0) -> ESPCN:
     return ESPCN(dims, scale=scale, features=[4, 4]).eval()
 
 
-def _block_average(hr: Volume, axis: int, factor: int = 4) -> Volume:
-    """An LR volume: blocks of ``factor`` slices along ``axis`` averaged, field of view kept."""
-    arr = np.moveaxis(np.asarray(hr.array), axis + 1, -1)
-    arr = arr.reshape(*arr.shape[:-1], arr.shape[-1] // factor, factor).mean(-1)
-    arr = np.moveaxis(arr, -1, axis + 1)
-    s = spacing(hr.affine).copy()
-    s[axis] *= factor
-    affine, shape = fov_affine(hr.affine, hr.shape, s)
-    assert shape == arr.shape[1:]
-    return Volume(arr.astype(np.float32), affine, {**hr.meta, "source_paths": ["/data/in.nii.gz"]})
-
-
 def _clip(values: torch.Tensor, source: Volume) -> torch.Tensor:
     """``upscale``'s magnitude rule: clipped at 0 when the input has no negative value."""
     return clip_like_magnitude(values, torch.as_tensor(np.asarray(source.array)))[0]
-
-
-def _planes(net: torch.nn.Module, x: torch.Tensor, axis: int, partner: int) -> torch.Tensor:
-    """Independent reference: the 2D network over the LR planes (partner, axis), batched over the rest."""
-    rest = 3 - axis - partner
-    with torch.no_grad():
-        y = net(x.permute(rest, partner, axis)[:, None])[:, 0]
-    back = [0, 0, 0]
-    back[rest], back[partner], back[axis] = 0, 1, 2
-    return y.permute(*back)
 
 
 @pytest.mark.parametrize("order", range(len(AXIS_ORDERS)))
 def test_geometry_all_axis_orders_2d(order: int) -> None:
     axis = order % 3
     hr = phantom(order, seed=order, shape=(8, 8, 8), spacing=(1.0, 1.0, 1.0))
-    lr = _block_average(hr, axis)
+    lr = block_average(hr, axis)
     out = upscale(lr, _espcn(2), spacing=1.0, device="cpu")
     assert out.shape == hr.shape
     assert np.abs(out.affine - hr.affine).max() < 1e-4
@@ -69,7 +47,7 @@ def test_geometry_axis_orders_3d(order: int) -> None:
     shape = [6, 7, 5]
     shape[axis] = 8
     hr = phantom(order, seed=order, shape=tuple(shape), spacing=(1.0, 1.0, 1.0))
-    lr = _block_average(hr, axis)
+    lr = block_average(hr, axis)
     out = upscale(lr, _espcn(3), spacing=(1.0, 1.0, 1.0), device="cpu", roi_size=4)
     assert out.shape == hr.shape
     assert np.abs(out.affine - hr.affine).max() < 1e-4
@@ -82,7 +60,7 @@ def test_2d_result_is_the_fused_plane_passes_on_the_acquired_grid() -> None:
     out = upscale(lr, net, spacing=1.0, device="cpu", precision="float32")
     assert out.shape == (12, 10, 20)
     x, s = normalize(torch.as_tensor(np.asarray(lr.array))[0])
-    ref = (_planes(net, x, 2, 0) + _planes(net, x, 2, 1)) / 2 * s
+    ref = (planes_pass(net, x, 2, 0) + planes_pass(net, x, 2, 1)) / 2 * s
     np.testing.assert_allclose(out.array[0], _clip(ref, lr).numpy(), rtol=0, atol=1e-5 * float(ref.abs().max()))
 
 
@@ -98,7 +76,7 @@ def test_non_integer_factor_lands_exactly_on_the_target_grid_by_one_resampling_s
     assert record["network_grid"] == [9, 8, 20] and record["resampled_axes"] == [2]
     assert "one cubic resampling step" in record["ran"]
     x, s = normalize(torch.as_tensor(np.asarray(hr_like.array))[0])
-    grid = (_planes(net, x, 2, 0) + _planes(net, x, 2, 1)) / 2
+    grid = (planes_pass(net, x, 2, 0) + planes_pass(net, x, 2, 1)) / 2
     ref = resample_to_shape(grid, (9, 8, 19)) * s
     np.testing.assert_allclose(out.array[0], _clip(ref, hr_like).numpy(), rtol=0, atol=1e-5 * float(ref.abs().max()))
 
@@ -111,7 +89,7 @@ def test_in_plane_network_grows_both_in_plane_axes_in_one_plane_family() -> None
     record = out.meta["upscale"]
     assert record["network_factors"] == [2, 2, 1] and not record["fused_orthogonal"]
     x, s = normalize(torch.as_tensor(np.asarray(lr.array))[0])
-    ref = _planes(net, x, 1, 0) * s
+    ref = planes_pass(net, x, 1, 0) * s
     np.testing.assert_allclose(out.array[0], _clip(ref, lr).numpy(), rtol=0, atol=1e-5 * float(ref.abs().max()))
     thick = phantom(2, seed=1, shape=(6, 5, 4), spacing=(1.0, 1.0, 4.0), dtype="float32")
     with pytest.raises(InputError, match="upsamples 2 axes"):

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import AXIS_ORDERS, phantom, refused
+from conftest import AXIS_ORDERS, block_average, phantom, planes_pass, refused
 
 from mrisr.errors import InputError
 from mrisr.infer import load_model, upscale
 from mrisr.models.card import save_checkpoint
 from mrisr.nets import VDSR
 from mrisr.preprocess import normalize, pre_upsample
-from mrisr.volume import Volume, fov_affine, spacing
+from mrisr.volume import Volume
 
 
 def _net(dims: int, seed: int = 0, depth: int = 3) -> VDSR:
@@ -22,32 +22,10 @@ def _net(dims: int, seed: int = 0, depth: int = 3) -> VDSR:
     return VDSR(dims, features=4, depth=depth).eval()
 
 
-def _block_average(hr: Volume, axis: int, factor: int = 4) -> Volume:
-    """An LR volume: blocks of ``factor`` slices along ``axis`` averaged, field of view kept."""
-    arr = np.moveaxis(np.asarray(hr.array), axis + 1, -1)
-    arr = arr.reshape(*arr.shape[:-1], arr.shape[-1] // factor, factor).mean(-1)
-    arr = np.moveaxis(arr, -1, axis + 1)
-    s = spacing(hr.affine).copy()
-    s[axis] *= factor
-    affine, shape = fov_affine(hr.affine, hr.shape, s)
-    assert shape == arr.shape[1:]
-    return Volume(arr.astype(np.float32), affine, {**hr.meta, "source_paths": ["/data/in.nii.gz"]})
-
-
 def _reference_input(lr: Volume, hr_affine: np.ndarray, hr_shape: tuple[int, int, int]) -> tuple[torch.Tensor, float]:
     up = pre_upsample(torch.as_tensor(np.asarray(lr.array)), lr.affine, hr_affine, hr_shape)
     x, s = normalize(up)
     return x[0], s
-
-
-def _planes_pass(net: torch.nn.Module, x: torch.Tensor, axis: int, partner: int) -> torch.Tensor:
-    """Independent reference: the 2D network over the planes (partner, axis), batched over the rest."""
-    rest = 3 - axis - partner
-    with torch.no_grad():
-        y = net(x.permute(rest, partner, axis)[:, None])[:, 0]
-    back = [0, 0, 0]
-    back[rest], back[partner], back[axis] = 0, 1, 2
-    return y.permute(*back)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -57,7 +35,7 @@ def _planes_pass(net: torch.nn.Module, x: torch.Tensor, axis: int, partner: int)
 def test_geometry_all_axis_orders_2d(order):
     axis = order % 3
     hr = phantom(order, seed=order, shape=(8, 8, 8), spacing=(1.0, 1.0, 1.0))
-    lr = _block_average(hr, axis)
+    lr = block_average(hr, axis)
     out = upscale(lr, _net(2), spacing=1.0, device="cpu")
     assert out.shape == hr.shape
     assert np.abs(out.affine - hr.affine).max() < 1e-4
@@ -73,7 +51,7 @@ def test_geometry_axis_orders_3d(order):
     shape = [6, 7, 5]
     shape[axis] = 8
     hr = phantom(order, seed=order, shape=tuple(shape), spacing=(1.0, 1.0, 1.0))
-    lr = _block_average(hr, axis)
+    lr = block_average(hr, axis)
     out = upscale(lr, _net(3), spacing=(1.0, 1.0, 1.0), device="cpu", roi_size=4)
     assert out.shape == hr.shape
     assert np.abs(out.affine - hr.affine).max() < 1e-4
@@ -126,8 +104,8 @@ def test_2d_fusion_is_the_mean_of_the_two_plane_families():
     fused = upscale(lr, net, spacing=1.0, device="cpu", precision="float32")
     single = upscale(lr, net, spacing=1.0, device="cpu", precision="float32", fuse_orthogonal=False)
     x, s = _reference_input(lr, fused.affine, fused.shape)
-    family_x = _planes_pass(net, x, 2, 0) * s
-    family_y = _planes_pass(net, x, 2, 1) * s
+    family_x = planes_pass(net, x, 2, 0) * s
+    family_y = planes_pass(net, x, 2, 1) * s
     tol = 1e-5 * float(family_x.abs().max())
     np.testing.assert_allclose(fused.array[0], ((family_x + family_y) / 2).numpy(), rtol=0, atol=tol)
     np.testing.assert_allclose(single.array[0], family_x.numpy(), rtol=0, atol=tol)
