@@ -122,6 +122,36 @@ def phantom(
     return Volume(data, phantom_affine(order, seed, spacing), meta)
 
 
+def blob_phantoms(n: int, seed: int, size: int = 32, blobs: int = 6):
+    """``(n, 1, size, size)`` sums of Gaussian blobs of random centre, width (1.5-4.5) and amplitude:
+    the smooth images the networks' short training tests learn."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    centre = torch.rand(n, blobs, 2, generator=g) * size
+    width = 1.5 + 3.0 * torch.rand(n, blobs, 1, 1, generator=g)
+    amp = torch.rand(n, blobs, 1, 1, generator=g) * 2 - 0.5
+    dist = (yy - centre[..., 0, None, None]) ** 2 + (xx - centre[..., 1, None, None]) ** 2
+    return (amp * torch.exp(-dist / (2 * width**2))).sum(1, keepdim=True)
+
+
+def onnx_output(net, path: Path, export_shape: tuple[int, ...], x, out_axes: dict | None = None):
+    """``net`` exported to ONNX at ``export_shape`` with dynamic batch and spatial axes (``out_axes``:
+    the output's names, when they differ), checked by onnx and run in onnxruntime on ``x``; a tensor."""
+    import torch
+
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    axes = {0: "n", **{2 + i: name for i, name in enumerate("dhw"[3 - (len(export_shape) - 2):])}}
+    torch.onnx.export(net, (torch.randn(*export_shape),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": axes, "y": out_axes or axes})
+    onnx.checker.check_model(onnx.load(str(path)))
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    return torch.from_numpy(y)
+
+
 def block_average(hr: Volume, axis: int, factor: int = 4) -> Volume:
     """An LR volume: blocks of ``factor`` slices along ``axis`` averaged, field of view kept."""
     from mrisr.volume import fov_affine, spacing

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import blob_phantoms, onnx_output
 from torch import nn
 
 from mrisr.errors import InputError
@@ -156,29 +157,11 @@ def test_input_that_does_not_match_the_network(spatial_dims: int, shape: tuple) 
 
 
 def test_onnx_export_with_dynamic_spatial_axes(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     net = SRCNN(3, kernel_sizes=[3, 1, 3], features=[4, 2], residual=True).eval()
-    path = tmp_path / "srcnn.onnx"
-    torch.onnx.export(net, (torch.randn(1, 1, 6, 6, 6),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n", 2: "d", 3: "h", 4: "w"}, "y": {0: "n", 2: "d", 3: "h", 4: "w"}})
     x = torch.randn(2, 1, 5, 7, 9)
-    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    y = onnx_output(net, tmp_path / "srcnn.onnx", (1, 1, 6, 6, 6), x)
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(y), net(x), rtol=1e-4, atol=1e-5)
-
-
-def phantoms(n: int, seed: int, size: int = 32, blobs: int = 6) -> torch.Tensor:
-    """``(n, 1, size, size)`` sums of Gaussian blobs of random centre, width (1.5-4.5) and amplitude."""
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.arange(size, dtype=torch.float32)
-    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    centre = torch.rand(n, blobs, 2, generator=g) * size
-    width = 1.5 + 3.0 * torch.rand(n, blobs, 1, 1, generator=g)
-    amp = torch.rand(n, blobs, 1, 1, generator=g) * 2 - 0.5
-    dist = (yy - centre[..., 0, None, None]) ** 2 + (xx - centre[..., 1, None, None]) ** 2
-    return (amp * torch.exp(-dist / (2 * width**2))).sum(1, keepdim=True)
+        torch.testing.assert_close(y, net(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -193,7 +176,7 @@ def test_paper_layout_learns_a_phantom_better_than_its_input() -> None:
         lr = hr.reshape(*hr.shape[:-1], hr.shape[-1] // r, r).mean(-1)
         return upsample_linear(lr, (1, r))
 
-    train, test = phantoms(64, seed=0), phantoms(16, seed=1)
+    train, test = blob_phantoms(64, seed=0), blob_phantoms(16, seed=1)
     x_train, x_test = pre_upsampled(train), pre_upsampled(test)
     net = SRCNN(2, kernel_sizes=[5, 1, 3], features=[16, 8])
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)

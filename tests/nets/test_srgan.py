@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import blob_phantoms, onnx_output
 from torch import nn
 
 from mrisr.errors import InputError
@@ -379,30 +380,12 @@ def test_train_feature_net_bad_arguments(kwargs: dict, parameter: str) -> None:
 
 
 def test_onnx_export_with_dynamic_spatial_axes(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     net = SRResNet(3, scale=[1, 2, 3], features=4, blocks=2).eval()
-    path = tmp_path / "srresnet.onnx"
-    axes = {0: "n", 2: "d", 3: "h", 4: "w"}
-    torch.onnx.export(net, (torch.randn(1, 1, 4, 4, 4),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": axes, "y": axes})
     x = torch.randn(2, 1, 3, 5, 6)
-    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    y = onnx_output(net, tmp_path / "srresnet.onnx", (1, 1, 4, 4, 4), x)
     assert y.shape == (2, 1, 3, 10, 18)
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(y), net(x), rtol=1e-4, atol=1e-5)
-
-
-def phantoms(n: int, seed: int, size: int = 32, blobs: int = 6) -> torch.Tensor:
-    """``(n, 1, size, size)`` sums of Gaussian blobs of random centre, width (1.5-4.5) and amplitude."""
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.arange(size, dtype=torch.float32)
-    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    centre = torch.rand(n, blobs, 2, generator=g) * size
-    width = 1.5 + 3.0 * torch.rand(n, blobs, 1, 1, generator=g)
-    amp = torch.rand(n, blobs, 1, 1, generator=g) * 2 - 0.5
-    dist = (yy - centre[..., 0, None, None]) ** 2 + (xx - centre[..., 1, None, None]) ** 2
-    return (amp * torch.exp(-dist / (2 * width**2))).sum(1, keepdim=True)
+        torch.testing.assert_close(y, net(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -416,7 +399,7 @@ def test_learns_a_phantom_better_than_linear_interpolation() -> None:
     def acquire(hr: torch.Tensor) -> torch.Tensor:
         return hr.reshape(*hr.shape[:-1], hr.shape[-1] // r, r).mean(-1)
 
-    train, test = phantoms(64, seed=0), phantoms(16, seed=1)
+    train, test = blob_phantoms(64, seed=0), blob_phantoms(16, seed=1)
     x_train, x_test = acquire(train), acquire(test)
     net = SRResNet(2, scale=r, features=8, blocks=2)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
