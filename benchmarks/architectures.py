@@ -48,9 +48,11 @@ from quality import HELD_OUT, baseline_rows, load_test_volume, require_reference
 import mrisr
 from mrisr.evaluate.metrics import resolve_mask
 from mrisr.infer.predict import upscale
+from mrisr.models.card import is_perceptual
 from mrisr.models.loaded import load_model
 from mrisr.nets import level_scales, upsampling
 from mrisr.protocol import InPlaneBlock, Param, Protocol, SliceBlock, load_protocol
+from mrisr.train.gan import sharpness
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,7 +61,8 @@ FIGURE = HERE / "figures" / "architectures.png"
 WORK = HERE / "out" / "architectures"
 DATA = REPO.parent / "shared" / "data" / "volumes"
 TRAIN_VOLUMES = ("pycortex_S1_T1w.nii.gz", "pydeface_mean_T1w.nii.gz")
-FAMILIES = ("vdsr", "srcnn", "espcn", "lapsrn")  # SRGAN's SRResNet and RFDN join when they land (issue 14)
+#: srgan: srresnet's network with the adversarial stage (train.adversarial), flagged perceptual
+FAMILIES = ("vdsr", "srcnn", "espcn", "lapsrn", "srresnet", "srgan")
 CLASSES = ("thick-x4", "inplane-x2")
 SECTION = "## Architectures: one CPU budget per network family (`benchmarks/architectures.py`)"
 
@@ -127,7 +130,8 @@ def evaluate_model(run: Path, lr: mrisr.Volume, hr: mrisr.Volume, mask: np.ndarr
     require_reference_grid(sr, hr, f"{run}'s output")
     psnr, ssim = score(hr, sr, mask, axis, str(run))
     voxels = int(np.prod(hr.shape))
-    return {"psnr": psnr, "ssim": ssim, "seconds": seconds, "mvoxel_per_s": voxels / seconds / 1e6,
+    return {"psnr": psnr, "ssim": ssim, "sharpness": sharpness(sr.array[0]), "perceptual": is_perceptual(loaded.card),
+            "seconds": seconds, "mvoxel_per_s": voxels / seconds / 1e6,
             "flops_per_voxel": flops[0] / voxels, "params": params, "upsampling": upsampling(loaded.net),
             "factors": level_scales(loaded.net)[-1] if level_scales(loaded.net) else None,
             "precision": sr.meta["upscale"]["precision"]}
@@ -140,6 +144,7 @@ def run_class(klass: str, families: list[str], hr: mrisr.Volume, budget_s: float
     lr, rows = baseline_rows(protocol, hr, 0, mask)
     axis = int(lr.meta["degradation"]["slice_axis"])
     baselines = {r.method: (r.psnr_db, r.ssim) for r in rows}
+    sharp = {"reference": sharpness(hr.array[0]), **{r.method: sharpness(r.image.array[0]) for r in rows}}
     results = []
     for family in families:
         if not applies(family, klass):
@@ -153,7 +158,7 @@ def run_class(klass: str, families: list[str], hr: mrisr.Volume, budget_s: float
         results.append({"family": family, "protocol": proto.name, **trained, **scored})
         print(json.dumps({k: v for k, v in results[-1].items() if k != "run"}, default=str), flush=True)
     return {"class": klass, "lr_shape": list(lr.shape), "lr_spacing": [float(s) for s in lr.spacing],
-            "baselines": baselines, "results": results}
+            "baselines": baselines, "sharpness": sharp, "results": results}
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -208,15 +213,22 @@ def markdown(classes: list[dict], info: dict[str, str], command: str, budget_min
         sp = " x ".join(f"{s:.3g}" for s in entry["lr_spacing"])
         lines += [f"#### {entry['class']} (LR {shape} at {sp} mm)", ""]
         lines += ["| method | upsampling | params | FLOPs/voxel | steps | train precision | PSNR dB | gain dB | SSIM "
-                  "| inference s | Mvoxel/s |", "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+                  "| sharpness | inference s | Mvoxel/s |",
+                  "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
         base = entry["baselines"]["tricubic"][0]
+        sharp = entry["sharpness"]
+        lines.append(f"| reference (HR) | - | - | - | - | - | - | - | - | {sharp['reference']:.4f} | - | - |")
         for name, (psnr, ssim) in entry["baselines"].items():
-            lines.append(f"| {name} | - | - | - | - | - | {psnr:.2f} | {psnr - base:+.2f} | {ssim:.4f} | - | - |")
+            lines.append(f"| {name} | - | - | - | - | - | {psnr:.2f} | {psnr - base:+.2f} | {ssim:.4f} | "
+                         f"{sharp[name]:.4f} | - | - |")
         for r in entry["results"]:
-            lines.append(f"| {r['family']} | {r['upsampling']} | {r['params']:,} | {r['flops_per_voxel']:,.0f} | "
+            name = f"{r['family']} (perceptual)" if r["perceptual"] else r["family"]
+            lines.append(f"| {name} | {r['upsampling']} | {r['params']:,} | {r['flops_per_voxel']:,.0f} | "
                          f"{r['steps']} | {r['precision']} | {r['psnr']:.2f} | {r['psnr'] - base:+.2f} | "
-                         f"{r['ssim']:.4f} | {r['seconds']:.1f} | {r['mvoxel_per_s']:.3f} |")
-        lines.append("")
+                         f"{r['ssim']:.4f} | {r['sharpness']:.4f} | {r['seconds']:.1f} | {r['mvoxel_per_s']:.3f} |")
+        lines += ["", "Sharpness: RMS Sobel gradient over mean intensity in the dilated foreground "
+                  "(`mrisr.train.gan.sharpness`); above the reference's with a lower PSNR flags invented detail or "
+                  "noise, well below it over-smoothing.", ""]
     if figure is not None:
         lines += [f"![quality vs inference cost]({figure.relative_to(HERE).as_posix()})", "",
                   "Figure: PSNR gain over tricubic against convolution FLOPs per output voxel; red: the Pareto "

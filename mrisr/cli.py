@@ -237,6 +237,9 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         out = summary["output"]
         print(f"wrote {out['path']} ({' x '.join(map(str, out['shape']))} at "
               f"{' x '.join(f'{x:.3g}' for x in out['spacing_mm'])} mm) and {sidecar_path(args.output)}")
+    if summary["model"].get("perceptual"):
+        print(f"warning: {summary['model']['name']} is a perceptual model: {summary['upscale']['perceptual_note']}",
+              file=sys.stderr)
     return 0
 
 

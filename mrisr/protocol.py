@@ -333,6 +333,48 @@ class NetworkBlock:
 
 
 @dataclass(frozen=True)
+class AdversarialBlock:
+    """SRGAN's adversarial stage (``train.adversarial``; :mod:`mrisr.train.adversarial`).
+
+    The generator's loss is ``w_pixel * pixel + w_perceptual * perceptual + w_adversarial * -log D(sr)``
+    (:func:`mrisr.train.gan.srgan_generator_loss`; ``train.loss`` names the pixel term). Until iteration
+    ``start_iteration`` the generator trains on the pixel term alone and the discriminator rests (the
+    paper's SRResNet-MSE pretraining; or start from a trained generator with ``init``). The perceptual
+    feature network is trained on the run's own training volumes first (``feature_steps`` denoising
+    steps, :func:`mrisr.nets.srgan.train_feature_net`), never downloaded. The discriminator
+    (:class:`mrisr.nets.srgan.Discriminator`) takes one Adam step per iteration at ``discriminator_lr``
+    (betas 0.9, 0.999 as the paper), clipped as the generator (``train.clip_mode``/``clip_theta``).
+    Models trained so are flagged perceptual in their card and in every sidecar.
+    """
+
+    start_iteration: int = 0
+    w_pixel: float = 1.0
+    w_perceptual: float = 1.0
+    w_adversarial: float = 1e-3
+    discriminator_features: int = 64
+    discriminator_dense: int = 1024
+    discriminator_norm: Literal["batch", "instance", "none"] = "batch"
+    discriminator_lr: float = 1e-4
+    feature_widths: tuple[int, ...] = (32, 64, 128)
+    feature_steps: int = 1000
+
+    def validate(self, path: str) -> None:
+        if self.start_iteration < 0 or self.feature_steps < 1:
+            raise ProtocolError(f"{path}: start_iteration must be >= 0 and feature_steps >= 1",
+                                fix="give e.g. start_iteration: 0, feature_steps: 1000")
+        for key in ("w_pixel", "w_perceptual", "w_adversarial"):
+            if not 0.0 <= getattr(self, key) < math.inf:
+                raise ProtocolError(f"{path}.{key}: {getattr(self, key)} must be a finite number >= 0", fix="give one")
+        if self.w_pixel + self.w_perceptual + self.w_adversarial == 0:
+            raise ProtocolError(f"{path}: every loss weight is 0", fix="give w_pixel: 1.0 (and the others)")
+        _positive(path, discriminator_features=self.discriminator_features,
+                  discriminator_dense=self.discriminator_dense, discriminator_lr=self.discriminator_lr)
+        if not self.feature_widths or any(w <= 0 for w in self.feature_widths):
+            raise ProtocolError(f"{path}.feature_widths: {list(self.feature_widths)} must be positive widths",
+                                fix="give e.g. [32, 64, 128]")
+
+
+@dataclass(frozen=True)
 class TrainBlock:
     """Training settings: patches, batches, optimiser and VDSR's adjustable gradient clipping."""
 
@@ -357,8 +399,12 @@ class TrainBlock:
     #: (zero outside a smoothed intensity threshold): teaches the sharp edge of skull-stripped data
     strip_probability: float = 0.0
     val_interval: int = 1
+    #: SRGAN's adversarial stage (None: the pixel loss alone)
+    adversarial: AdversarialBlock | None = None
 
     def validate(self, path: str) -> None:
+        if self.adversarial is not None:
+            self.adversarial.validate(f"{path}.adversarial")
         if not self.patch_size or any(p <= 0 for p in self.patch_size):
             raise ProtocolError(f"{path}.patch_size: {list(self.patch_size)} must be positive sizes", fix="give them")
         _positive(path, batch_size=self.batch_size, epochs=self.epochs, learning_rate=self.learning_rate,

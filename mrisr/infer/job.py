@@ -36,7 +36,8 @@ __all__ = ["cached_model", "check_outputs", "clear_model_cache", "upscale_file",
 
 #: The fields of :func:`mrisr.infer.upscale`'s record that the sidecar repeats: what ran, and how.
 _RECORDED = ("ran", "identity_grid", "spatial_dims", "coarse_axis", "upsampled_axes", "fused_orthogonal",
-             "roi_size", "non_negative_input", "clipped_below_zero", "amp", "precision")
+             "roi_size", "non_negative_input", "clipped_below_zero", "amp", "precision", "perceptual",
+             "perceptual_note")
 
 
 
@@ -233,6 +234,8 @@ def upscale_file(
     else:
         written = save(result, out, format=fmt, force=force)
     done = time.perf_counter()
+    from ..models.card import is_perceptual
+
     card = chosen.card
     record = result.meta.get("upscale", {})
     summary: dict[str, Any] = {
@@ -245,7 +248,7 @@ def upscale_file(
                    "spacing_mm": [float(x) for x in result.spacing]},
         "model": {"path": chosen.spec, "name": card.get("architecture", {}).get("name"),
                   "sha256": card.get("weights", {}).get("sha256"),
-                  "config": card.get("architecture", {}).get("config")},
+                  "config": card.get("architecture", {}).get("config"), "perceptual": is_perceptual(card)},
         "target_spacing_mm": [float(x) for x in result.spacing],
         "upscale": {k: record[k] for k in _RECORDED if k in record},
         "device": dev,

@@ -22,6 +22,8 @@ The model card's essentials go into the ONNX ``metadata_props`` (text keys and v
     mrisr.source_sha256     the checkpoint weights' sha256       (from a checkpoint only)
     mrisr.source_card_sha256  the checkpoint card's sha256       (from a checkpoint only)
     mrisr.trained_with_mrisr  the card's mrisr_version           (from a checkpoint only)
+    mrisr.perceptual        "true" and mrisr.perceptual_note: the card flags the model as perceptual
+                            (adversarially trained: may invent detail)  (from a checkpoint only)
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def _prepare(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, dict
     meta: dict[str, Any] = {}
     sources: list[Path] = []
     if isinstance(model, (str, os.PathLike)):
-        from ..models.card import card_path, load_checkpoint
+        from ..models.card import PERCEPTUAL_NOTE, card_path, is_perceptual, load_checkpoint
         from ..models.loaded import checkpoint_location
 
         location = checkpoint_location(model)  # a shipped name, run folder, checkpoint folder, card or weights
@@ -101,6 +103,8 @@ def _prepare(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, dict
         )
         if isinstance(card.get("mrisr_version"), str):
             meta["mrisr.trained_with_mrisr"] = card["mrisr_version"]
+        if is_perceptual(card):
+            meta.update({"mrisr.perceptual": "true", "mrisr.perceptual_note": PERCEPTUAL_NOTE})
     elif isinstance(model, nn.Module):
         net = unwrap(model)
         config = getattr(net, "config", None)

@@ -72,6 +72,7 @@ from torch import nn
 from ..device import resolve_device
 from ..errors import InputError, MrisrError
 from ..models import resolve_model
+from ..models.card import PERCEPTUAL_NOTE, is_perceptual
 from ..models.loaded import LoadedModel, load_model
 from ..preprocess import clip_like_magnitude, denormalize, normalize, pre_upsample
 from ..volume import Volume
@@ -90,7 +91,7 @@ def _model_info(net: nn.Module, card: dict[str, Any], config: dict[str, Any]) ->
         name = type(net).__name__
     return {"name": name, "shipped_name": card.get("name"), "config": dict(config),
             "sha256": card.get("weights", {}).get("sha256"),
-            "mrisr_version": card.get("mrisr_version")}
+            "mrisr_version": card.get("mrisr_version"), "perceptual": is_perceptual(card)}
 
 
 # --------------------------------------------------------------------------- upscale
@@ -245,6 +246,8 @@ def upscale(
         "identity_grid": bool(identity),
         "ran": ("same-grid restoration (the target grid equals the input grid: nothing upscaled)" if identity
                 else f"{dims}D super-resolution along voxel axes {grown}" + _post_note(run)),
+        "perceptual": is_perceptual(card),
+        **({"perceptual_note": PERCEPTUAL_NOTE} if is_perceptual(card) else {}),
         "non_negative_input": non_negative,
         "clipped_below_zero": clipped,
         "device": str(dev),

@@ -38,12 +38,26 @@ from ..export.sidecar import json_ready, sha256_file
 from ..io.atomic import atomic_output
 from ..nets import build_network, network_name, unwrap
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "read_card", "card_path"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "PERCEPTUAL_NOTE", "card_path", "is_perceptual", "load_checkpoint",
+           "read_card", "save_checkpoint"]
 
 #: The card's ``format`` field.
 FORMAT = "mrisr-model"
 #: The card's ``format_version`` this mrisr writes and reads.
 FORMAT_VERSION = 1
+#: What the card of a perceptual (adversarially trained, ``"perceptual": true``) model and every sidecar of
+#: its outputs say.
+PERCEPTUAL_NOTE = ("trained with perceptual and adversarial losses: the output may contain plausible detail that is "
+                   "not in the acquisition; compare PSNR/SSIM and sharpness with a pixel-loss model before "
+                   "reading fine structure")
+
+
+def is_perceptual(card: dict[str, Any] | None) -> bool:
+    """Whether a model card flags its model as perceptual (``"perceptual": true``: SRGAN-style training,
+    may invent detail)."""
+    return isinstance(card, dict) and card.get("perceptual") is True
+
+
 #: Card fields that :func:`save_checkpoint` sets itself (a caller's values for them are replaced).
 RESERVED = ("format", "format_version", "architecture", "mrisr_version", "weights")
 

@@ -39,11 +39,13 @@ from ..evaluate.metrics import bbox_ssim, masked_psnr
 from ..export.sidecar import json_ready, sha256_file
 from ..infer.precision import channels_last, resolve_precision
 from ..io.atomic import check_writable
-from ..models.card import save_checkpoint
+from ..models.card import PERCEPTUAL_NOTE, save_checkpoint
 from ..nets import level_scales, network_from_block, network_name
 from ..preprocess import foreground_mask
 from ..protocol import Protocol, load_protocol
+from .adversarial import AdversarialStage, build_discriminator, load_or_train_features
 from .data import PatchPairs, load_training_volumes, validation_pairs
+from .gan import sharpness
 from .handlers import GradientClipping
 from .losses import multilevel_loss, pixel_loss
 from .optim import build_optimizer, build_scheduler
@@ -86,13 +88,8 @@ class _Run:
         self.state = root / "state"
 
 
-def _save_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: Any, counters: dict) -> None:
-    """Resume state as safetensors (weights, optimiser tensors) + JSON (everything else)."""
-    tmp = run.root / ".state.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> dict:
+    """The optimiser's tensors to ``path`` (safetensors); returns the rest (layout, param groups) for JSON."""
     opt = optimizer.state_dict()
     tensors, layout = {}, {}
     for index, values in opt["state"].items():
@@ -103,12 +100,42 @@ def _save_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimi
                 layout[str(index)][key] = "tensor"
             else:
                 layout[str(index)][key] = value
-    save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+    save_file(tensors or {"_empty": torch.zeros(1)}, path)
+    return {"optimizer_layout": layout, "param_groups": opt["param_groups"]}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, saved: dict, device: torch.device) -> None:
+    tensors = load_file(path, device=str(device))
+    opt_state = {}
+    for index, values in saved["optimizer_layout"].items():
+        opt_state[int(index)] = {
+            key: tensors[f"{index}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
+    optimizer.load_state_dict({"state": opt_state, "param_groups": saved["param_groups"]})
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
+
+
+def _save_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: Any, counters: dict, extra: dict[str, tuple[torch.nn.Module, Any]] | None = None) -> None:
+    """Resume state as safetensors (weights, optimiser tensors) + JSON (everything else); ``extra``:
+    further ``name -> (network, optimiser)`` pairs (the adversarial stage's discriminator)."""
+    tmp = run.root / ".state.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _save_weights(model, tmp / "model.safetensors")
+    saved = _save_optimizer(optimizer, tmp / "optimizer.safetensors")
+    extras = {}
+    for name, (net, opt) in (extra or {}).items():
+        _save_weights(net, tmp / f"{name}.safetensors")
+        extras[name] = _save_optimizer(opt, tmp / f"{name}_optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({
         **counters,
-        "optimizer_layout": layout,
-        "param_groups": opt["param_groups"],
+        **saved,
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if not callable(v)},
+        **({"extra": extras} if extras else {}),
     }, indent=1))
     old = run.root / ".state.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -119,17 +146,18 @@ def _save_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 def _load_state(run: _Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                device: torch.device) -> dict:
+                device: torch.device, extra: dict[str, tuple[torch.nn.Module, Any]] | None = None) -> dict:
     state = json.loads((run.state / "state.json").read_text())
     model.load_state_dict(load_file(run.state / "model.safetensors", device=str(device)))
-    tensors = load_file(run.state / "optimizer.safetensors", device=str(device))
-    opt_state = {}
-    for index, values in state["optimizer_layout"].items():
-        opt_state[int(index)] = {
-            key: tensors[f"{index}.{key}"] if value == "tensor" else value for key, value in values.items()
-        }
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    _load_optimizer(optimizer, run.state / "optimizer.safetensors", state, device)
     scheduler.load_state_dict(state["scheduler"])
+    for name, (net, opt) in (extra or {}).items():
+        if name not in state.get("extra", {}):
+            raise InputError(f"the run's state has no {name} to resume", run.root,
+                             "resume with the protocol the run started with (protocol.json)")
+        net.load_state_dict(load_file(run.state / f"{name}.safetensors", device=str(device)))
+        _load_optimizer(opt, run.state / f"{name}_optimizer.safetensors", state["extra"][name], device)
+    state.pop("extra", None)
     return state
 
 
@@ -234,16 +262,24 @@ def train(
         inferer: Any = LevelsInferer(bf16=chosen == "bfloat16")
     else:
         loss_function, inferer = pixel, Bf16Inferer() if chosen == "bfloat16" else None
+    clipping = GradientClipping(t.clip_mode, t.clip_theta)
+    stage = None
+    if t.adversarial is not None:
+        stage = _adversarial_stage(proto, volumes, run, seed, dev, chosen, len(scales), world, lead, clipping)
+        loss_function = stage
     trainer = SupervisedTrainer(
         device=dev, max_epochs=total_epochs, train_data_loader=loader(0), network=network, optimizer=optimizer,
         loss_function=loss_function, epoch_length=steps, prepare_batch=_prepare, amp=amp, decollate=False,
         inferer=inferer,
     )
-    GradientClipping(t.clip_mode, t.clip_theta).attach(trainer)
+    clipping.attach(trainer)
+    if stage is not None:
+        stage.attach(trainer)
+    extra = {"discriminator": (stage.discriminator, stage.optimizer)} if stage is not None else None
 
     counters: dict[str, Any] = {"epoch": 0, "iteration": 0, "best_psnr": -math.inf, "best_epoch": 0}
     if resume:
-        counters = _load_state(run, model, optimizer, scheduler, dev)
+        counters = _load_state(run, model, optimizer, scheduler, dev, extra)
         trainer.state.epoch = counters["epoch"]
         trainer.state.iteration = counters["iteration"]
     elif lead:
@@ -271,7 +307,7 @@ def train(
         losses.append(float(output["loss"].detach()))
 
     writer = _tensorboard(run.tb) if lead else None
-    evaluator = _evaluator(model, val_pairs, proto, dev) if val_pairs and lead else None
+    evaluator = _evaluator(model, val_pairs, proto, dev, stage is not None) if val_pairs and lead else None
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_end(engine: SupervisedTrainer) -> None:
@@ -283,10 +319,14 @@ def train(
                                "loss": sum(losses) / max(1, len(losses)), "lr": optimizer.param_groups[0]["lr"],
                                "seconds": round(time.perf_counter() - start_time, 2)}
         losses.clear()
+        if stage is not None:
+            row.update(stage.epoch_means())
         if val_pairs and epoch % t.val_interval == 0:
             row.update(_validate(evaluator))
-        if not val_pairs:
-            improved = True  # no validation: the last epoch is the best
+        if not val_pairs or stage is not None:
+            # no validation: the last epoch is the best; adversarial: PSNR would pick the least
+            # adversarial epoch (the pixel-loss start), so the last one is kept and its scores recorded
+            improved = True
         elif "val_psnr" in row:
             improved = row["val_psnr"] > counters["best_psnr"]
         else:  # between validations: only a placeholder until the first one
@@ -297,6 +337,8 @@ def train(
             card = _card(proto, data, volumes, row, start_time, command, dev, chosen, start_cpu)
             if parent is not None:
                 card["initialised_from"] = parent
+            if stage is not None:
+                card.update(_perceptual_card(proto, stage))
             save_checkpoint(model, run.best, card, name="model", force=True)
         _append_csv(run.metrics, row)
         if writer is not None:
@@ -305,7 +347,7 @@ def train(
                     writer.add_scalar(key, value, epoch)
             writer.flush()
         counters.update(epoch=epoch, iteration=engine.state.iteration)
-        _save_state(run, model, optimizer, scheduler, counters)
+        _save_state(run, model, optimizer, scheduler, counters, extra)
 
     @trainer.on(Events.TERMINATE)
     def _stopped_mid_epoch(engine: SupervisedTrainer) -> None:  # --max-steps: still save and log
@@ -337,8 +379,10 @@ def train(
     return run.root
 
 
-def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device) -> Any:
-    """MONAI's SupervisedEvaluator over whole validation volumes, scoring PSNR/SSIM in the foreground."""
+def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, device: torch.device,
+               sharp: bool = False) -> Any:
+    """MONAI's SupervisedEvaluator over whole validation volumes, scoring PSNR/SSIM in the foreground
+    (and, with ``sharp``, :func:`mrisr.train.gan.sharpness` of the prediction and of the reference)."""
     from monai.engines import SupervisedEvaluator
 
     def prepare(batch: dict, device: torch.device, non_blocking: bool = False, **kwargs: Any) -> tuple:
@@ -350,7 +394,7 @@ def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, devic
         device=torch.device("cpu"), val_data_loader=pairs, network=model, prepare_batch=prepare, decollate=False,
         inferer=VolumeInferer(proto.network.spatial_dims, proto.train.patch_size, device),
     )
-    evaluator.scores = {"val_psnr": [], "val_ssim": []}
+    evaluator.scores = {"val_psnr": [], "val_ssim": [], **({"val_sharpness": [], "ref_sharpness": []} if sharp else {})}
 
     @evaluator.on(Events.ITERATION_COMPLETED)
     def _score(engine: Any) -> None:
@@ -358,6 +402,9 @@ def _evaluator(model: torch.nn.Module, pairs: list[dict], proto: Protocol, devic
         mask = foreground_mask(target)
         engine.scores["val_psnr"].append(masked_psnr(prediction, target, mask))
         engine.scores["val_ssim"].append(bbox_ssim(prediction, target, mask))
+        if sharp:
+            engine.scores["val_sharpness"].append(sharpness(prediction[0]))
+            engine.scores["ref_sharpness"].append(sharpness(target[0]))
 
     return evaluator
 
@@ -370,14 +417,22 @@ def _validate(evaluator: Any) -> dict:
 
 
 #: metrics.csv columns; validation columns stay empty on epochs without validation.
-METRIC_FIELDS = ("epoch", "iteration", "loss", "lr", "seconds", "val_psnr", "val_ssim")
+#: The adversarial stage adds the discriminator's loss and mean D(hr)/D(sr), the generator's unweighted
+#: terms and the validation volumes' sharpness (prediction and reference).
+METRIC_FIELDS = ("epoch", "iteration", "loss", "lr", "seconds", "val_psnr", "val_ssim", "d_loss", "d_real", "d_fake",
+                 "g_pixel", "g_perceptual", "g_adversarial", "val_sharpness", "ref_sharpness")
 
 
 def _append_csv(path: Path, row: dict) -> None:
-    """Append ``row`` under the fixed header :data:`METRIC_FIELDS` (written with the first row)."""
+    """Append ``row`` under the fixed header :data:`METRIC_FIELDS` (written with the first row; a file
+    started by an older mrisr keeps its own header)."""
     exists = path.exists()
+    fields = METRIC_FIELDS
+    if exists:
+        with open(path, newline="") as fh:
+            fields = tuple(next(csv.reader(fh), METRIC_FIELDS))
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, restval="")
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
         if not exists:
             writer.writeheader()
         writer.writerow(row)
@@ -424,3 +479,42 @@ def _card(proto: Protocol, data: Sequence[str | Path], volumes: list, metrics: d
         "cpu_time_s": round(time.process_time() - start_cpu, 1),  # this process, all threads (this session)
         "command": list(command) if command is not None else sys.argv,
     }
+
+
+def _adversarial_stage(proto: Protocol, volumes: list, run: _Run, seed: int, device: torch.device, precision: str,
+                       levels: int, world: int, lead: bool, clipping: GradientClipping) -> AdversarialStage:
+    """The protocol's SRGAN stage: its discriminator (seeded by ``seed``) and the run's feature network."""
+    where = proto.source or proto.name
+    if levels > 1:
+        raise InputError("train.adversarial needs a network with one output; a progressive network has several",
+                         where, "use SRResNet (protocols/srgan-thick-x4.yaml) or another single-output network")
+    if world > 1:
+        raise InputError("train.adversarial trains in one process (the discriminator is not distributed)", "torchrun",
+                         "run it without torchrun")
+    block = proto.train.adversarial
+    assert block is not None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)  # its own draw: the generator's initialisation stays that of a pixel-loss run
+        discriminator = build_discriminator(block, proto.network.spatial_dims).to(device)
+    bf16 = precision == "bfloat16"
+    if bf16:
+        discriminator = discriminator.to(memory_format=channels_last(proto.network.spatial_dims + 2))
+    features, record = load_or_train_features(run.root / "perceptual", volumes, proto, seed, device, write=lead)
+    return AdversarialStage(block, discriminator, features, proto.train.loss, clipping, bf16=bf16,
+                            feature_record=record)
+
+
+def _perceptual_card(proto: Protocol, stage: AdversarialStage) -> dict:
+    """The card's flag and record of an adversarially trained model."""
+    block = proto.train.adversarial
+    assert block is not None
+    return {
+        "perceptual": True,
+        "perceptual_note": PERCEPTUAL_NOTE,
+        "adversarial": {"weights": {"pixel": block.w_pixel, "perceptual": block.w_perceptual,
+                                    "adversarial": block.w_adversarial},
+                        "start_iteration": block.start_iteration,
+                        "discriminator": dict(stage.discriminator.config),
+                        "feature_net": stage.feature_record},
+    }
+

@@ -30,7 +30,8 @@ def test_every_family_has_a_protocol_and_the_in_plane_class_grows_both_in_plane_
     for family in architectures.FAMILIES:
         thick = architectures.bench_protocol(family, "thick-x4")
         assert thick.acquisition == architectures.bench_protocol("vdsr", "thick-x4").acquisition
-        assert thick.network.name == family
+        assert thick.network.name == ("srresnet" if family == "srgan" else family)
+        assert (thick.train.adversarial is not None) == (family == "srgan")
         if architectures.applies(family, "inplane-x2"):
             inplane = architectures.bench_protocol(family, "inplane-x2")
             assert inplane.network.scale == (2, 2) and inplane.acquisition.in_plane is not None

@@ -173,3 +173,38 @@ def test_without_onnx_packages(tmp_path, monkeypatch, missing) -> None:
     with pytest.raises(InputError, match=r"needs the onnx and onnxruntime packages.*pip install 'mrisr\[onnx\]'"):
         export_onnx(_net(2), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _post_networks() -> list:
+    from mrisr.nets import build_network
+
+    table = [
+        ("espcn", dict(spatial_dims=2, scale=4, features=[8, 4]), (2, 1, 12, 5)),
+        ("espcn", dict(spatial_dims=3, scale=[2, 1, 3], features=[4, 4]), (1, 1, 5, 6, 3)),
+        ("espcn", dict(spatial_dims=2, scale=[2, 2], features=[8, 4]), (2, 1, 7, 9)),
+        ("lapsrn", dict(spatial_dims=2, scale=4, features=8, depth=2), (2, 1, 10, 6)),
+        ("lapsrn", dict(spatial_dims=3, scale=4, features=4, depth=1), (1, 1, 6, 5, 3)),
+        ("srresnet", dict(spatial_dims=2, scale=4, features=8, blocks=2, norm=None), (2, 1, 11, 4)),
+        ("srresnet", dict(spatial_dims=3, scale=[1, 2, 2], features=4, blocks=1, norm="batch"), (1, 1, 4, 5, 3)),
+    ]
+    return [pytest.param(build_network, name, kwargs, shape, id=f"{name}-{kwargs['spatial_dims']}d-{i}")
+            for i, (name, kwargs, shape) in enumerate(table)]
+
+
+@pytest.mark.parametrize(("build", "name", "kwargs", "shape"), _post_networks())
+def test_post_upsampling_networks_export_and_match_torch(tmp_path, build, name: str, kwargs: dict,
+                                                         shape: tuple) -> None:
+    torch.manual_seed(0)
+    net = build(name, **kwargs).eval()
+    with torch.no_grad():  # move off the initialisation (skip-scaled last layers, zero biases)
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = export_onnx(net, tmp_path / f"{name}.onnx")  # checks on its own random batch too
+    meta = read_onnx_metadata(path)
+    assert meta["mrisr.upsampling"] == "post" and json.loads(meta["mrisr.scale"]) == list(net.scale)
+    assert check_onnx(path, net, shape) <= 1e-4
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = _run(path, x)
+    assert got.shape == expected.shape == (shape[0], 1, *(s * f for s, f in zip(shape[2:], net.scale, strict=True)))
