@@ -199,6 +199,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def volumes(tmp_path: Path) -> list[Path]:
+    """Two 40x36x32 1 mm phantom volumes saved as NIfTI (training and validation data for engine tests)."""
+    import mrisr
+
+    return [mrisr.save(phantom(i, seed=i, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32"),
+                       tmp_path / f"hr{i}.nii.gz") for i in range(2)]
+
+
+@pytest.fixture
 def models(tmp_path, monkeypatch) -> Path:
     """An empty models folder standing in for the package's (``mrisr.models.registry.MODELS_DIR``)."""
     from mrisr.models import registry

@@ -45,15 +45,6 @@ def _protocol(tmp: Path, epochs: int = 2, network: dict | None = None, **adversa
     return path
 
 
-@pytest.fixture
-def volumes(tmp_path: Path) -> list[Path]:
-    paths = []
-    for i in range(2):
-        vol = phantom(i, seed=i, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32")
-        paths.append(mrisr.save(vol, tmp_path / f"hr{i}.nii.gz"))
-    return paths
-
-
 def _stage(start: int = 0, **weights: float) -> AdversarialStage:
     torch.manual_seed(0)
     block = AdversarialBlock(start_iteration=start, discriminator_features=4, discriminator_dense=8, **weights)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import phantom
 from safetensors.torch import load_file
 
 import mrisr
@@ -29,15 +28,6 @@ def _protocol(tmp: Path, spatial_dims: int = 2, patch=(32, 32), epochs: int = 2)
     path = tmp / "p.yaml"
     path.write_text(yaml.safe_dump(card))
     return path
-
-
-@pytest.fixture
-def volumes(tmp_path: Path) -> list[Path]:
-    paths = []
-    for i in range(2):
-        vol = phantom(i, seed=i, shape=(40, 36, 32), spacing=(1.0, 1.0, 1.0), dtype="float32")
-        paths.append(mrisr.save(vol, tmp_path / f"hr{i}.nii.gz"))
-    return paths
 
 
 def test_a_run_directory_holds_everything(tmp_path: Path, volumes: list[Path], monkeypatch) -> None:
