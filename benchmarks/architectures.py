@@ -62,7 +62,7 @@ WORK = HERE / "out" / "architectures"
 DATA = REPO.parent / "shared" / "data" / "volumes"
 TRAIN_VOLUMES = ("pycortex_S1_T1w.nii.gz", "pydeface_mean_T1w.nii.gz")
 #: srgan: srresnet's network with the adversarial stage (train.adversarial), flagged perceptual
-FAMILIES = ("vdsr", "srcnn", "espcn", "lapsrn", "srresnet", "srgan")
+FAMILIES = ("vdsr", "srcnn", "espcn", "lapsrn", "srresnet", "srgan", "rfdn")
 CLASSES = ("thick-x4", "inplane-x2")
 SECTION = "## Architectures: one CPU budget per network family (`benchmarks/architectures.py`)"
 

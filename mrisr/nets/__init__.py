@@ -15,16 +15,17 @@ from ..errors import InputError
 from ..protocol import NetworkBlock
 from .espcn import ESPCN
 from .lapsrn import LapSRN
+from .rfdn import RFDN
 from .srcnn import SRCNN
 from .srgan import SRResNet
 from .vdsr import VDSR
 
-__all__ = ["ESPCN", "NETWORKS", "SRCNN", "VDSR", "LapSRN", "SRResNet", "build_network", "level_scales",
+__all__ = ["ESPCN", "NETWORKS", "RFDN", "SRCNN", "VDSR", "LapSRN", "SRResNet", "build_network", "level_scales",
            "network_from_block", "network_name", "unwrap", "upsampling"]
 
 #: Network name -> class. Each class takes ``spatial_dims`` and keeps its arguments in ``.config``.
 NETWORKS: dict[str, type[nn.Module]] = {"vdsr": VDSR, "srcnn": SRCNN, "espcn": ESPCN, "lapsrn": LapSRN,
-                                     "srresnet": SRResNet}
+                                     "srresnet": SRResNet, "rfdn": RFDN}
 
 
 def build_network(name: str, **kwargs: object) -> nn.Module:

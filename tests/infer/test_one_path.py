@@ -56,7 +56,8 @@ def test_a_loaded_model_carries_its_card_into_upscale(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("dims", "name"), [(2, "vdsr"), (3, "vdsr"), (2, "espcn"), (3, "espcn"), (2, "lapsrn")])
+@pytest.mark.parametrize(("dims", "name"), [(2, "vdsr"), (3, "vdsr"), (2, "espcn"), (3, "espcn"), (2, "lapsrn"),
+                                            (2, "srresnet"), (2, "rfdn"), (3, "rfdn")])
 def test_a_cards_validation_psnr_is_what_upscale_gives(dims, name, tmp_path, capsys) -> None:
     """Train briefly with a validation volume; then simulate that volume's nominal acquisition,
     upscale it with the run and evaluate: the PSNR equals the card's validation PSNR (0.01 dB).
@@ -71,7 +72,9 @@ def test_a_cards_validation_psnr_is_what_upscale_gives(dims, name, tmp_path, cap
     protocols = __import__("pathlib").Path(__file__).resolve().parents[2] / "protocols"
     spec = yaml.safe_load((protocols / "thick-slice-x4.yaml").read_text())
     spec["network"] = {"vdsr": {"features": 8, "depth": 4}, "espcn": {"scale": 4, "features": [8, 8]},
-                       "lapsrn": {"scale": 4, "features": 8, "depth": 2}}[name]
+                       "lapsrn": {"scale": 4, "features": 8, "depth": 2},
+                       "srresnet": {"scale": 4, "features": 8, "options": {"blocks": 2, "norm": None}},
+                       "rfdn": {"scale": 4, "features": 8, "options": {"blocks": 1}}}[name]
     spec["network"].update(name=name, spatial_dims=dims)
     spec["acquisition"]["slice"]["scale"] = 4.0  # a fixed integer factor, as post-upsampling protocols use
     patch = [32, 32] if dims == 2 else [24, 24, 24]

@@ -186,6 +186,8 @@ def _post_networks() -> list:
         ("lapsrn", dict(spatial_dims=3, scale=4, features=4, depth=1), (1, 1, 6, 5, 3)),
         ("srresnet", dict(spatial_dims=2, scale=4, features=8, blocks=2, norm=None), (2, 1, 11, 4)),
         ("srresnet", dict(spatial_dims=3, scale=[1, 2, 2], features=4, blocks=1, norm="batch"), (1, 1, 4, 5, 3)),
+        ("rfdn", dict(spatial_dims=2, scale=4, features=8, blocks=2), (2, 1, 9, 3)),
+        ("rfdn", dict(spatial_dims=3, scale=[2, 1, 2], features=8, blocks=1), (1, 1, 3, 20, 2)),
     ]
     return [pytest.param(build_network, name, kwargs, shape, id=f"{name}-{kwargs['spatial_dims']}d-{i}")
             for i, (name, kwargs, shape) in enumerate(table)]
