@@ -30,8 +30,10 @@ Changed for anisotropic MRI, and why:
 - ``skip=True`` (default) adds ``upsample_linear(x[:, :out_channels], scale)``, so the network learns the
   residual over linear interpolation, with the upsampler's ICNR weights scaled by 0.1: it starts as linear
   interpolation and trains in minutes on a CPU. ``skip=False`` is the published network.
-- initialisation: He-normal (fan_in, LeakyReLU gain) instead of PyTorch's default uniform; the upsampler
-  ICNR (no checkerboard at the start); zero biases. 3D kernels are cubes.
+- initialisation: He-normal (fan_in, LeakyReLU gain) instead of PyTorch's default uniform, the shallow
+  residual blocks' convolutions at a tenth of it (so the blocks start near identity and do not double
+  the activations each); the upsampler ICNR (no checkerboard at the start); zero biases. 3D kernels are
+  cubes.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ __all__ = ["ESA_PAD", "RFDN"]
 ESA_PAD = 7
 #: With the skip, the upsampler's ICNR weights are scaled by this (as ESPCN's).
 _SKIP_INIT_GAIN = 0.1
+#: The shallow residual blocks' convolutions start at this share of their He scale: at the full scale each
+#: of the three doubles the activations' variance, so every RFDB doubled their size (x 17 after 4 blocks,
+#: measured) and the network started at 25x linear interpolation's L1 error on real patches.
+_RESIDUAL_INIT_GAIN = 0.1
 _LINEAR = {2: "bilinear", 3: "trilinear"}
 
 
@@ -214,13 +220,17 @@ class RFDN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He-normal convolutions (fan_in, LeakyReLU gain), the upsampler ICNR (x 0.1 with the skip);
-        zero biases."""
+        """He-normal convolutions (fan_in, LeakyReLU gain; x 0.1 in the shallow residual blocks), the upsampler
+        ICNR (x 0.1 with the skip); zero biases."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module is not self.upsample.conv:
                 nn.init.kaiming_normal_(module.weight, a=self.negative_slope, mode="fan_in",
                                         nonlinearity="leaky_relu")
                 nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            for block in self.body:
+                for refine in block.refine:
+                    refine.weight.mul_(_RESIDUAL_INIT_GAIN)
         icnr_(self.upsample.conv, self.scale)
         if self.skip:
             with torch.no_grad():
